@@ -1,0 +1,26 @@
+"""Test set-up: 8 simulated CPU devices (must happen before JAX is imported anywhere)."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests never touch the network: the hub is switched off for transformers / huggingface_hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+QA_FEEDBACK_DIR = REPO_ROOT.parent / "shared" / "data" / "qa_feedback"
+
+
+@pytest.fixture(scope="session")
+def qa_feedback_dir() -> pathlib.Path:
+    if not (QA_FEEDBACK_DIR / "dev_feedback.json").is_file():
+        pytest.fail(f"QA-Feedback dev split not found at {QA_FEEDBACK_DIR}")
+    return QA_FEEDBACK_DIR
