@@ -40,7 +40,9 @@ def _family_for(model_type: str) -> tuple[str, ModuleType]:
         module = importlib.import_module(f"fgjax.models.{name}")
         if model_type in module.MODEL_TYPES:
             return name, module
-    supported = [t for n in _FAMILIES for t in importlib.import_module(f"fgjax.models.{n}").MODEL_TYPES]
+    supported = [
+        t for n in _FAMILIES for t in importlib.import_module(f"fgjax.models.{n}").MODEL_TYPES
+    ]
     raise ValueError(f"model_type {model_type!r} is not supported; supported: {supported}")
 
 
@@ -59,7 +61,9 @@ def build_model(hf_config: dict, head: str = "lm", dtype=jnp.float32, param_dtyp
     return Model(family=family_name, config=cfg, head=head, module=module)
 
 
-def init_model(hf_config, key: jax.Array, head: str = "lm", dtype=jnp.float32, param_dtype=jnp.float32):
+def init_model(
+    hf_config, key: jax.Array, head: str = "lm", dtype=jnp.float32, param_dtype=jnp.float32
+):
     """Random initialisation from a ``transformers`` config object (or its dict)."""
     config = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
     model = build_model(config, head, dtype, param_dtype)
@@ -85,8 +89,12 @@ def load_pretrained(path: str, head: str = "lm", dtype=jnp.float32, param_dtype=
 
 
 def _check_structure(params, abstract, path: str) -> None:
-    got = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
-    want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(abstract)}
+    got = {
+        jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)
+    }
+    want = {
+        jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(abstract)
+    }
     if got != want:
         missing = sorted(set(want) - set(got))
         extra = sorted(set(got) - set(want))

@@ -69,6 +69,13 @@ class Model:
             {"params": params}, token_ids, cache, method=self.module.decode_step
         )
 
+    def with_head(self, head: str) -> Model:
+        """The same backbone with another head (e.g. ``lm`` for sampling from an ``lm_value``
+        policy); parameters of heads the new module does not use are ignored."""
+        if head == self.head:
+            return self
+        return dataclasses.replace(self, head=head, module=self.module.clone(head=head))
+
     def _dummy_inputs(self):
         ids = jnp.zeros((1, 4), jnp.int32)
         mask = jnp.ones((1, 4), jnp.int32)

@@ -9,11 +9,19 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from fgjax.models.partitioning import EMBED, LABELS, MLP, VALUE_OUT
+from fgjax.models.partitioning import EMBED, MLP, VALUE_OUT
 
 
-def dense(features: int, axes: tuple[str, str], *, use_bias: bool, dtype, param_dtype, name: str,
-          init_std: float = 0.02) -> nn.Dense:
+def dense(
+    features: int,
+    axes: tuple[str, str],
+    *,
+    use_bias: bool,
+    dtype,
+    param_dtype,
+    name: str,
+    init_std: float = 0.02,
+) -> nn.Dense:
     """A ``Dense`` whose kernel and bias carry logical axis names."""
     return nn.Dense(
         features,
