@@ -19,7 +19,7 @@ import optax
 
 from fgjax import rl
 from fgjax.models import Model
-from fgjax.rollout import SamplingConfig, repeat_batch, sample
+from fgjax.rollout import Rollout, SamplingConfig, repeat_batch, sample
 from fgjax.trainer.forward import response_outputs, token_entropy, token_logprobs
 from fgjax.trainer.optim import (
     OptimizerConfig,
@@ -141,15 +141,26 @@ def _policy_and_values(
     return logits, values.astype(jnp.float32) * response_mask
 
 
-def collect_experience(setup: PPOSetup, params, frozen, batch, key):
-    """Sample, then old log-probs, reference log-probs, values and dense rewards (all fixed
-    for the update). Returns the experience dict and rollout metrics."""
-    prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
-    rollout = sample(
-        setup.policy.with_head("lm"), params["policy"], prompt_ids, prompt_mask, key, setup.sampling
+def rollout(setup: PPOSetup, params, batch, key) -> Rollout:
+    """Sample ``num_samples`` responses per prompt from the current policy."""
+    policy_lm = setup.policy.with_head("lm")
+    return sample(
+        policy_lm, params["policy"], batch["prompt_ids"], batch["prompt_mask"], key, setup.sampling
     )
-    response_ids, response_mask = rollout.response_ids, rollout.response_mask
-    prompt_ids, prompt_mask = repeat_batch((prompt_ids, prompt_mask), setup.sampling.num_samples)
+
+
+def collect_experience(setup: PPOSetup, params, frozen, batch, key):
+    """Sample, then score (see ``score_rollout``)."""
+    return score_rollout(setup, params, frozen, batch, rollout(setup, params, batch, key))
+
+
+def score_rollout(setup: PPOSetup, params, frozen, batch, sampled: Rollout):
+    """Old log-probs, reference log-probs, values and KL-penalised dense rewards, all held
+    fixed for the update. Returns the experience dict and rollout metrics."""
+    response_ids, response_mask = sampled.response_ids, sampled.response_mask
+    prompt_ids, prompt_mask = repeat_batch(
+        (batch["prompt_ids"], batch["prompt_mask"]), setup.sampling.num_samples
+    )
     logits, values = _policy_and_values(
         setup, params, prompt_ids, prompt_mask, response_ids, response_mask
     )
@@ -180,7 +191,10 @@ def collect_experience(setup: PPOSetup, params, frozen, batch, key):
         "kl/mean": seq_sum(kl),
         "policy/entropy_rollout": rl.masked_mean(token_entropy(logits), maskf),
         "response/length": jnp.mean(jnp.sum(maskf, axis=1)),
-        "response/eos_fraction": jnp.mean(maskf[:, -1] == 0),
+        # Share of responses cut at max_new_tokens without an EOS.
+        "response/truncated": jnp.mean(
+            (response_mask[:, -1] > 0) & (response_ids[:, -1] != setup.sampling.eos_token_id)
+        ),
     }
     return experience, metrics
 
