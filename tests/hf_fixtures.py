@@ -1,0 +1,130 @@
+"""Tiny random `transformers` models and the checks shared by the decoder-family tests.
+
+Every model is made here with ``torch.manual_seed`` and saved as safetensors to a temporary
+directory; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from fgjax import models
+from fgjax.models import partitioning
+from fgjax.models.decoder_common import positions_from_mask
+
+PAD_ID = 0
+VOCAB = 101
+
+
+def make_hf(model_cls, config, path, seed: int = 0, max_shard_size: str | None = None):
+    """Build ``model_cls(config)`` with every parameter perturbed (so norms and biases are not
+    the ones/zeros of a fresh init and a mix-up in the name map shows), save it, return it."""
+    torch.manual_seed(seed)
+    config._attn_implementation = "eager"
+    model = model_cls(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    model.save_pretrained(str(path), safe_serialization=True, **kwargs)
+    return model
+
+
+def padded_batch(seed: int, lengths=(9, 5, 1, 7), width: int = 10, left: bool = False):
+    """Token ids and mask ``[B, width]`` with real tokens in ``[1, VOCAB)`` and pad id 0."""
+    rng = np.random.default_rng(seed)
+    ids = np.full((len(lengths), width), PAD_ID, np.int32)
+    mask = np.zeros((len(lengths), width), np.int32)
+    for row, n in enumerate(lengths):
+        cols = slice(width - n, width) if left else slice(0, n)
+        ids[row, cols] = rng.integers(1, VOCAB, n)
+        mask[row, cols] = 1
+    return ids, mask
+
+
+def hf_outputs(model, ids, mask, explicit_positions: bool = False) -> np.ndarray:
+    """``model(...).logits`` as float32 NumPy; optionally with our mask-derived position ids."""
+    kwargs = {}
+    if explicit_positions:
+        kwargs["position_ids"] = torch.from_numpy(np.array(positions_from_mask(mask)))
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.from_numpy(ids).long(),
+            attention_mask=torch.from_numpy(mask).long(),
+            **kwargs,
+        )
+    return out.logits.float().numpy()
+
+
+def masked_max_diff(ours, theirs, mask) -> float:
+    """Max |ours - theirs| over real positions (``mask [B, T]``) of ``[B, T, ...]`` outputs."""
+    diff = np.abs(np.asarray(ours, np.float32) - np.asarray(theirs, np.float32))
+    diff = diff.reshape(diff.shape[:2] + (-1,)).max(axis=-1)
+    return float(np.where(np.asarray(mask) > 0, diff, 0.0).max())
+
+
+def hf_param_count(model) -> int:
+    """Distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_kv_cache(model, params, prompt_ids, prompt_mask, continuation) -> float:
+    """Feed ``continuation [B, N]`` token by token through the cache and compare each step's
+    logits with the full forward pass over ``[prompt ; continuation]``. Returns the max error."""
+    n_new = continuation.shape[1]
+    full_ids = np.concatenate([prompt_ids, continuation], axis=1)
+    full_mask = np.concatenate([prompt_mask, np.ones_like(continuation)], axis=1)
+    full_logits = np.asarray(jax.jit(model)(params, full_ids, full_mask))
+
+    start = jax.jit(model.start_decoding, static_argnums=3)
+    step = jax.jit(model.decode_step)
+    logits, cache = start(params, prompt_ids, prompt_mask, n_new)
+    batch = prompt_ids.shape[0]
+    for leaf in jax.tree.leaves(cache):
+        assert leaf.shape[0] == batch, f"cache leaf {leaf.shape} is not batch-major"
+    last_prompt = np.max(np.where(prompt_mask > 0, np.arange(prompt_ids.shape[1]), 0), axis=1)
+    errors = [np.abs(np.asarray(logits) - full_logits[np.arange(batch), last_prompt]).max()]
+    for t in range(n_new - 1):
+        logits, cache = step(params, jnp.asarray(continuation[:, t]), cache)
+        column = prompt_ids.shape[1] + t
+        errors.append(np.abs(np.asarray(logits) - full_logits[:, column]).max())
+    return float(max(errors))
+
+
+def relative_error(ours, reference) -> float:
+    """max |a - b| / max |b|."""
+    ours = np.asarray(ours, np.float32)
+    reference = np.asarray(reference, np.float32)
+    return float(np.abs(ours - reference).max() / np.abs(reference).max())
+
+
+def check_bf16(path, ids, mask) -> float:
+    """Relative error of a bfloat16 load against float32 (real positions only)."""
+    model32, params32 = models.load_pretrained(str(path))
+    model16, params16 = models.load_pretrained(str(path), dtype=jnp.bfloat16)
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params16))
+    keep = np.asarray(mask)[..., None] > 0
+    ref = np.where(keep, np.asarray(model32(params32, ids, mask)), 0.0)
+    low = np.where(keep, np.asarray(model16(params16, ids, mask), np.float32), 0.0)
+    return relative_error(low, ref)
+
+
+def check_partitioning(model) -> None:
+    """Every parameter maps to mesh axes; a rules table without ``embed`` raises."""
+    specs = model.mesh_specs()
+    leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    assert len(leaves) == len(jax.tree.leaves(model.abstract_params()))
+    logical = jax.tree.leaves(
+        model.logical_specs(), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
+    )
+    assert all(len(spec) >= 1 and all(name is not None for name in spec) for spec in logical)
+    rules = tuple(r for r in partitioning.DEFAULT_RULES if r[0] != partitioning.EMBED)
+    try:
+        model.mesh_specs(rules)
+    except partitioning.UnmappedLogicalAxisError as e:
+        assert "embed" in str(e)
+    else:
+        raise AssertionError("mesh_specs accepted a parameter axis without a rule")
