@@ -66,14 +66,27 @@ def masked_max_diff(ours, theirs, mask) -> float:
     return float(np.where(np.asarray(mask) > 0, diff, 0.0).max())
 
 
+def head_error(head: str, ours, expected, mask) -> float:
+    """Max abs error of a ``token_cls`` (``[B, T, L]``) or ``seq_reg`` (``[B]`` vs HF ``[B, 1]``)
+    output."""
+    ours = np.asarray(ours)
+    if head == "token_cls":
+        return masked_max_diff(ours, expected, mask)
+    assert ours.shape == (expected.shape[0],), ours.shape
+    return float(np.abs(ours - expected[:, 0]).max())
+
+
 def hf_param_count(model) -> int:
     """Distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in model.parameters())
 
 
-def check_kv_cache(model, params, prompt_ids, prompt_mask, continuation) -> float:
-    """Feed ``continuation [B, N]`` token by token through the cache and compare each step's
-    logits with the full forward pass over ``[prompt ; continuation]``. Returns the max error."""
+def check_kv_cache(model, params, left: bool) -> float:
+    """Prefill left- or right-padded prompts, feed a fixed continuation ``[B, N]`` token by token
+    through the cache and compare each step's logits with the full forward pass over
+    ``[prompt ; continuation]`` at the same columns. Returns the max abs error."""
+    prompt_ids, prompt_mask = padded_batch(seed=7, lengths=(6, 3, 1), width=6, left=left)
+    continuation = np.random.default_rng(8).integers(1, VOCAB, (3, 5)).astype(np.int32)
     n_new = continuation.shape[1]
     full_ids = np.concatenate([prompt_ids, continuation], axis=1)
     full_mask = np.concatenate([prompt_mask, np.ones_like(continuation)], axis=1)
@@ -101,8 +114,9 @@ def relative_error(ours, reference) -> float:
     return float(np.abs(ours - reference).max() / np.abs(reference).max())
 
 
-def check_bf16(path, ids, mask) -> float:
+def check_bf16(path) -> float:
     """Relative error of a bfloat16 load against float32 (real positions only)."""
+    ids, mask = padded_batch(seed=9)
     model32, params32 = models.load_pretrained(str(path))
     model16, params16 = models.load_pretrained(str(path), dtype=jnp.bfloat16)
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params16))
