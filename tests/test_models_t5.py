@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from flax import linen as nn
 from jax.sharding import PartitionSpec
 
+from fgjax import sharding
 from fgjax.models import HEADS, init_model, load_pretrained, param_count, save_pretrained
 from fgjax.models.hf_io import CheckpointFormatError, read_config, read_tensors, write_checkpoint
+from fgjax.models.partitioning import DEFAULT_RULES
 from fgjax.models.t5_layers import relative_position_bucket
 
 BASE = dict(
@@ -336,3 +339,26 @@ def test_every_parameter_has_a_mesh_spec(head):
     assert attention["q"]["kernel"] == PartitionSpec("fsdp", "tensor")
     assert attention["o"]["kernel"] == PartitionSpec("tensor", "fsdp")
     assert specs["encoder"]["relative_attention_bias"]["embedding"] == PartitionSpec(None, None)
+
+
+def test_sharded_forward_and_decoding_match_one_device():
+    """FSDP x tensor parallel over 8 simulated devices, activation constraints active."""
+    model, params = init_model(hf_config("v1_1"), jax.random.key(3), head="lm")
+    enc, enc_mask = encoder_batch(batch=4)
+    dec, dec_mask = decoder_batch(batch=4)
+    inputs = (enc, enc_mask, dec, dec_mask)
+    want = jit_forward(model)(params, *inputs)
+    start_decoding = jax.jit(model.start_decoding, static_argnums=3)
+    want_start, want_cache = start_decoding(params, enc, enc_mask, 4)
+    want_step, _ = jax.jit(model.decode_step)(params, jnp.asarray(dec[:, 1]), want_cache)
+
+    mesh = sharding.make_mesh(data=1, fsdp=4, tensor=2)
+    sharded = sharding.shard_params(params, sharding.param_shardings(model, mesh))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_RULES):
+        batch = [jax.device_put(x, sharding.batch_sharding(mesh)) for x in inputs]
+        got = jit_forward(model)(sharded, *batch)
+        start, cache = start_decoding(sharded, *batch[:2], 4)
+        step, _ = jax.jit(model.decode_step)(sharded, batch[2][:, 1], cache)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(start, want_start, atol=1e-5)
+    np.testing.assert_allclose(step, want_step, atol=1e-5)

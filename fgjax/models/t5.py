@@ -38,8 +38,8 @@ from flax import traverse_util
 
 from fgjax.models import heads as heads_lib
 from fgjax.models.hf_io import CheckpointFormatError
-from fgjax.models.partitioning import EMBED, LABELS, MLP, VOCAB
-from fgjax.models.t5_layers import ACTIVATIONS, Stack, constrain
+from fgjax.models.partitioning import EMBED, LABELS, VOCAB
+from fgjax.models.t5_layers import ACTIVATIONS, ClassificationHead, Stack, constrain
 
 MODEL_TYPES = ("t5",)
 
@@ -156,25 +156,6 @@ def config_to_hf(cfg: T5Config, head: str, num_labels: int) -> dict:
         config["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
         config["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
     return config
-
-
-class ClassificationHead(nn.Module):
-    """HF ``T5ClassificationHead``: dense(d, d) -> tanh -> out_proj(d, L)."""
-
-    d_model: int
-    num_labels: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, pooled: jax.Array) -> jax.Array:
-        kw = dict(use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
-        std = self.d_model**-0.5
-        x = heads_lib.dense(self.d_model, (EMBED, MLP), name="dense", init_std=std, **kw)(pooled)
-        x = jnp.tanh(x)
-        return heads_lib.dense(
-            self.num_labels, (MLP, LABELS), name="out_proj", init_std=std, **kw
-        )(x)
 
 
 class T5(nn.Module):

@@ -1,5 +1,6 @@
 """T5 building blocks: RMS-style layer norm, relative position buckets, attention without score
-scaling, the (gated) feed-forward, and the encoder / decoder stacks with an optional KV cache.
+scaling, the (gated) feed-forward, the encoder / decoder stacks with an optional KV cache, and
+the sequence-classification head.
 
 Layouts follow Hugging Face ``T5Stack`` so that checkpoints map tensor by tensor: every block
 has a self-attention (``q k v o``), a cross-attention in the decoder, and a feed-forward (``wi`` /
@@ -24,6 +25,7 @@ from fgjax.models.partitioning import (
     BATCH,
     EMBED,
     HEADS,
+    LABELS,
     LENGTH,
     MLP,
     NORM,
@@ -289,3 +291,22 @@ class Stack(nn.Module):
         return self._run(
             x, bias, mask, cross_kv, (encoder_mask > 0)[:, None, :], caches, index[0]
         )
+
+
+class ClassificationHead(nn.Module):
+    """HF ``T5ClassificationHead``: dense(d, d) -> tanh -> out_proj(d, L)."""
+
+    d_model: int
+    num_labels: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, pooled: jax.Array) -> jax.Array:
+        kw = dict(use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
+        std = self.d_model**-0.5
+        x = dense(self.d_model, (EMBED, MLP), name="dense", init_std=std, **kw)(pooled)
+        x = jnp.tanh(x)
+        return dense(
+            self.num_labels, (MLP, LABELS), name="out_proj", init_std=std, **kw
+        )(x)
