@@ -10,13 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from flax import linen as nn
 
-from fgjax import models
+from fgjax import models, sharding
 from fgjax.models import partitioning
 from fgjax.models.decoder_common import positions_from_mask
 
 PAD_ID = 0
-VOCAB = 101
+VOCAB = 128  # divisible by the tensor axis of the sharded test
 
 
 def make_hf(model_cls, config, path, seed: int = 0, max_shard_size: str | None = None):
@@ -142,3 +143,16 @@ def check_partitioning(model) -> None:
         assert "embed" in str(e)
     else:
         raise AssertionError("mesh_specs accepted a parameter axis without a rule")
+
+
+def check_sharded_forward(model, params) -> float:
+    """Max abs difference between the forward pass on a ``data=2, fsdp=2, tensor=2`` mesh (params
+    sharded by the logical rules, activation constraints active) and on one device."""
+    ids, mask = padded_batch(seed=10, lengths=(9, 5, 1, 7, 3, 10, 2, 8))
+    expected = np.asarray(model(params, ids, mask))
+    mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+    sharded = sharding.shard_params(params, sharding.param_shardings(model, mesh))
+    batch = sharding.batch_sharding(mesh)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.DEFAULT_RULES):
+        out = jax.jit(model)(sharded, jax.device_put(ids, batch), jax.device_put(mask, batch))
+    return masked_max_diff(out, expected, mask)

@@ -126,6 +126,12 @@ def test_bfloat16_close_to_float32(lm_dir):
     assert err <= 2e-2
 
 
+def test_sharded_forward_matches_single_device(lm):
+    err = fx.check_sharded_forward(*lm)
+    print(f"{lm[0].config.model_type} sharded vs 1 device: max abs err {err:.2e}")
+    assert err <= 1e-5
+
+
 def test_logical_partitioning(lm):
     fx.check_partitioning(lm[0])
     fx.check_partitioning(lm[0].with_head("lm_value"))

@@ -49,7 +49,7 @@ def test_bpe_with_dedicated_pad_reloads(tmp_path):
 
 def test_sentencepiece_loads_as_t5_tokenizer(tmp_path):
     path = str(tmp_path / "spm")
-    tok = tokenizers.train_tokenizer(TEXTS, "sentencepiece", 120, path)
+    tok = tokenizers.train_tokenizer(TEXTS, "sentencepiece", 120, path, special_tokens=["<sep>"])
     assert os.path.isfile(os.path.join(path, "spiece.model"))
     again = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     for t in (tok, again):
@@ -62,6 +62,8 @@ def test_sentencepiece_loads_as_t5_tokenizer(tmp_path):
     assert again.unk_token_id not in ids
     assert again.decode(ids, skip_special_tokens=True) == SAMPLE
     assert tok(SAMPLE)["input_ids"] == ids
+    sep = again.convert_tokens_to_ids("<sep>")
+    assert sep == 3 and again("it<sep>was")["input_ids"].count(sep) == 1
 
 
 def test_errors_name_the_problem(tmp_path):
