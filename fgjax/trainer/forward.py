@@ -8,7 +8,6 @@ whose input is ``y_{j-1}`` (T5), or column ``P - 1 + j`` of ``[left-aligned prom
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from fgjax.models import Model
 from fgjax.sequences import concat_prompt_response, shift_right
@@ -33,15 +32,3 @@ def response_outputs(
     outputs = model(params, ids, mask)
     start = prompt_ids.shape[1] - 1
     return jax.tree.map(lambda x: x[:, start : start + n_new], outputs)
-
-
-def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
-    """``log p(tokens)`` from ``[B, N, V]`` logits, in float32 -> ``[B, N]``."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
-
-
-def token_entropy(logits: jax.Array) -> jax.Array:
-    """Entropy of each position's distribution, float32 -> ``[B, N]``."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)

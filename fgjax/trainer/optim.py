@@ -40,21 +40,27 @@ def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
 
 
 def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
+    """Adam (AdamW when ``weight_decay > 0``); the current rate is readable from the state
+    (``opt_state.hyperparams["learning_rate"]``) for logging."""
     schedule = learning_rate_schedule(cfg)
     if cfg.weight_decay > 0:
-        return optax.adamw(schedule, cfg.b1, cfg.b2, cfg.eps, weight_decay=cfg.weight_decay)
-    return optax.adam(schedule, cfg.b1, cfg.b2, cfg.eps)
+        return optax.inject_hyperparams(optax.adamw)(
+            learning_rate=schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    return optax.inject_hyperparams(optax.adam)(
+        learning_rate=schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps
+    )
 
 
 def clip_each_model(grads: dict, max_norm: float) -> tuple[dict, jax.Array]:
     """Clip every top-level entry (each model's gradients) to ``max_norm`` separately, as the
     release does for policy and value. Returns the clipped grads and the global norm before."""
-    norm = optax.global_norm(grads)
+    norm = optax.tree.norm(grads)
     if max_norm <= 0:
         return grads, norm
 
     def clip(tree):
-        scale = jnp.minimum(1.0, max_norm / (optax.global_norm(tree) + 1e-6))
+        scale = jnp.minimum(1.0, max_norm / (optax.tree.norm(tree) + 1e-6))
         return jax.tree.map(lambda g: g * scale.astype(g.dtype), tree)
 
     return {name: clip(tree) for name, tree in grads.items()}, norm

@@ -20,11 +20,10 @@ import optax
 from fgjax import rl
 from fgjax.models import Model
 from fgjax.rollout import Rollout, SamplingConfig, repeat_batch, sample
-from fgjax.trainer.forward import response_outputs, token_entropy, token_logprobs
+from fgjax.trainer.forward import response_outputs
 from fgjax.trainer.optim import (
     OptimizerConfig,
     clip_each_model,
-    learning_rate_schedule,
     make_optimizer,
 )
 
@@ -101,9 +100,12 @@ class PPOState:
 
 
 def init_state(setup: PPOSetup, policy_params, value_params=None) -> PPOState:
+    """A fresh state holding *copies* of the parameters: the compiled step donates the state,
+    and the caller's arrays (often also the frozen reference) must stay valid."""
     params = {"policy": policy_params}
     if value_params is not None:
         params["value"] = value_params
+    params = jax.tree.map(jnp.copy, params)
     return PPOState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -168,8 +170,8 @@ def score_rollout(setup: PPOSetup, params, frozen, batch, sampled: Rollout):
         setup.ref, frozen["ref"], prompt_ids, prompt_mask, response_ids, response_mask, setup.pad_id
     )
     maskf = response_mask.astype(jnp.float32)
-    old_logprobs = token_logprobs(logits, response_ids)
-    ref_logprobs = token_logprobs(ref_logits, response_ids)
+    old_logprobs = rl.logprobs_from_logits(logits, response_ids)
+    ref_logprobs = rl.logprobs_from_logits(ref_logits, response_ids)
     rewards, reward_metrics = setup.reward_fn(frozen["rewards"], batch, response_ids, response_mask)
     penalized, kl = rl.kl_penalized_rewards(
         rewards, old_logprobs, ref_logprobs, maskf, setup.ppo.kl_coef
@@ -189,7 +191,7 @@ def score_rollout(setup: PPOSetup, params, frozen, batch, sampled: Rollout):
         "reward/raw": seq_sum(rewards),
         "reward/penalized": seq_sum(penalized),
         "kl/mean": seq_sum(kl),
-        "policy/entropy_rollout": rl.masked_mean(token_entropy(logits), maskf),
+        "policy/entropy_rollout": rl.masked_mean(rl.entropy_from_logits(logits), maskf),
         "response/length": jnp.mean(jnp.sum(maskf, axis=1)),
         # Share of responses cut at max_new_tokens without an EOS.
         "response/truncated": jnp.mean(
@@ -219,12 +221,12 @@ def _minibatch_loss(setup: PPOSetup, params, mb: dict, mean_length: jax.Array):
     logits, values = _policy_and_values(
         setup, params, mb["prompt_ids"], mb["prompt_mask"], mb["response_ids"], mb["response_mask"]
     )
-    logprobs = token_logprobs(logits, mb["response_ids"])
+    logprobs = rl.logprobs_from_logits(logits, mb["response_ids"])
     pg_sum, count = rl.ppo_policy_loss(
         logprobs, mb["old_logprobs"], mb["advantages"], mask, ppo.cliprange
     )
     vf_sum, _ = rl.ppo_value_loss(values, mb["values"], mb["returns"], mask, ppo.cliprange_value)
-    entropy = rl.masked_mean(token_entropy(logits), mask)
+    entropy = rl.masked_mean(rl.entropy_from_logits(logits), mask)
     pg_loss, vf_loss = pg_sum / count, vf_sum / count
     if ppo.normalization == "reference":
         # The release weights each minibatch by its mean length over the rollout's.
@@ -325,7 +327,7 @@ def ppo_iteration_fn(setup: PPOSetup):
         experience = compute_advantages(setup, experience)
         state, update_metrics = update(setup, state, experience, update_key)
         metrics = {**metrics, **update_metrics}
-        metrics["optim/learning_rate"] = _learning_rate_at(setup, state.opt_state)
+        metrics["optim/learning_rate"] = state.opt_state.hyperparams["learning_rate"]
         return state, metrics
 
     return ppo_iteration
@@ -337,8 +339,3 @@ def make_ppo_iteration(setup: PPOSetup, in_shardings=None, out_shardings=None):
     if in_shardings is not None:
         kwargs = dict(in_shardings=in_shardings, out_shardings=out_shardings)
     return jax.jit(ppo_iteration_fn(setup), donate_argnums=0, **kwargs)
-
-
-def _learning_rate_at(setup: PPOSetup, opt_state) -> jax.Array:
-    step = optax.tree_utils.tree_get(opt_state, "count")
-    return jnp.asarray(learning_rate_schedule(setup.optimizer)(step), jnp.float32)
