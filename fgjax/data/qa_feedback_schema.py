@@ -157,6 +157,7 @@ def _type_name(value: Any) -> str:
 
 
 def _parse_prompt(fields: _Fields) -> QAPrompt:
+    question, text = fields.get("question", str), fields.get("text", str)
     passages = []
     for i, raw in enumerate(fields.get("passages", list)):
         passage = fields.child(f"passages[{i}]", raw)
@@ -165,15 +166,15 @@ def _parse_prompt(fields: _Fields) -> QAPrompt:
             title = passage.get("title", str, default=None)
         passages.append(PromptPassage(title=title, content=passage.get("content", str)))
     return QAPrompt(
-        question=fields.get("question", str),
-        text=fields.get("text", str),
+        question=question,
+        text=text,
         passages=tuple(passages),
         answers=tuple(fields.items("answer", str)),
     )
 
 
 def _parse_feedback_record(fields: _Fields) -> FeedbackRecord:
-    predictions = tuple(fields.get(f"prediction {k}", str) for k in range(1, NUM_PREDICTIONS + 1))
+    question = fields.get("question", str)
     passages = []
     for i, raw in enumerate(fields.get("passages", list)):
         key = f"passages[{i}]"
@@ -184,6 +185,8 @@ def _parse_feedback_record(fields: _Fields) -> FeedbackRecord:
             fields.fail(key, "must hold [title, sentence_1, ...], got an empty list")
         passages.append(FeedbackPassage(title=lines[0], sentences=tuple(lines[1:])))
 
+    gold = fields.get("gold", str)
+    predictions = tuple(fields.get(f"prediction {k}", str) for k in range(1, NUM_PREDICTIONS + 1))
     feedback = fields.child("feedback", fields.get("feedback", dict))
     errors = []
     for i, raw in enumerate(feedback.get("errors", list)):
@@ -224,9 +227,9 @@ def _parse_feedback_record(fields: _Fields) -> FeedbackRecord:
         fields.one_of(f"preference[{i}]", value, PREFERENCE_VALUES)
 
     return FeedbackRecord(
-        question=fields.get("question", str),
+        question=question,
         passages=tuple(passages),
-        gold=fields.get("gold", str),
+        gold=gold,
         predictions=predictions,  # type: ignore[arg-type]
         feedback=Feedback(
             errors=tuple(errors),
