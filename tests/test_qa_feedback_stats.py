@@ -54,9 +54,9 @@ def test_dev_stats_pinned(qa_feedback_dir):
     assert r3["first better"] + r3["second better"] + r3["tie"] == 6 * 441
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
+def _run_cli(*args: str, command: str = "stats") -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "fgjax.data.qa_feedback", "stats", *args],
+        [sys.executable, "-m", "fgjax.data.qa_feedback", command, *args],
         capture_output=True, text=True, timeout=120,
     )
 
@@ -93,7 +93,7 @@ def test_cli_malformed_file_is_one_line_and_nonzero(qa_feedback_dir, tmp_path, c
     path = files.feedback_path(tmp_path, "dev")
     path.write_text(content)
     result = _run_cli("--data_dir", str(tmp_path))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
@@ -105,7 +105,26 @@ def test_cli_malformed_prompt_file(qa_feedback_dir, tmp_path):
     files.feedback_path(tmp_path, "dev").write_text(json.dumps(raw))
     files.prompts_path(tmp_path, "dev").write_text(json.dumps([{"question": "q"}]))
     result = _run_cli("--data_dir", str(tmp_path))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip() == (
         f"error: {files.prompts_path(tmp_path, 'dev')}: record 0: field 'text': missing"
     )
+
+
+def test_cli_download_from_file_url(qa_feedback_dir, tmp_path):
+    release = tmp_path / "release"
+    release.mkdir()
+    raw = json.loads(files.feedback_path(qa_feedback_dir, "dev").read_text())[:3]
+    files.feedback_path(release, "dev").write_text(json.dumps(raw))
+    files.prompts_path(release, "dev").write_text("[]")
+    target = tmp_path / "data"
+    args = ["--data_dir", str(target), "--splits", "dev", "--base_url", release.as_uri()]
+    result = _run_cli(*args, command="download")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"wrote {target / 'dev.json'}",
+                                          f"wrote {target / 'dev_feedback.json'}"]
+    assert len(files.load_feedback_split(target, "dev")) == 3
+    args[3] = "test"  # test.json is not in the "release"
+    result = _run_cli(*args, command="download")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: could not download file://")

@@ -2,11 +2,14 @@
 
     python -m fgjax.data.qa_feedback stats --data_dir ../shared/data/qa_feedback \
         [--split dev] [--splitter syntok]
+    python -m fgjax.data.qa_feedback download --data_dir data/qa_feedback [--splits dev test]
 
-prints one table: records, error and missing-info types, human preferences, sentence and
-sub-sentence counts of ``prediction 1``, and per reward model the examples kept and the
-label distribution, plus R3's coverage figures. A malformed file ends the command with one
-line naming the file, the record index and the field, and exit status 1.
+``stats`` prints one table: records, error and missing-info types, human preferences,
+sentence and sub-sentence counts of ``prediction 1``, and per reward model the examples kept
+and the label distribution, plus R3's coverage figures. ``download`` fetches the public
+release files. A malformed file or a failed download ends the command with one line (for a
+bad record: the file, the record index and the field) and exit status 2, as
+``fgjax.errors.UserError`` does in every fgjax entry point.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from fgjax import text
 from fgjax.data import qa_feedback_files as files
 from fgjax.data import qa_feedback_schema as schema
 from fgjax.data import rm_builders
+from fgjax.errors import UserError
 
 Stats = dict[str, dict[str, float]]
 
@@ -117,21 +121,44 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     stats.add_argument("--split", default="dev", choices=files.FEEDBACK_SPLITS)
     stats.add_argument("--splitter", default=rm_builders.DEFAULT_SPLITTER,
                        choices=sorted(text.SENTENCE_SPLITTERS), help="fgjax.text splitter")
+    download = commands.add_parser("download", help="fetch the public release files")
+    download.add_argument("--data_dir", required=True, help="folder to write the files to")
+    download.add_argument("--splits", nargs="+", default=["train", "dev", "test"],
+                          choices=files.PROMPT_SPLITS)
+    download.add_argument("--base_url", default=files.RELEASE_BASE_URL)
+    download.add_argument("--overwrite", action="store_true")
     return parser.parse_args(argv)
+
+
+def _stats(args: argparse.Namespace) -> None:
+    records = files.load_feedback_split(args.data_dir, args.split)
+    prompts_file = files.prompts_path(args.data_dir, args.split)
+    num_prompts = len(schema.load_prompts(prompts_file)) if prompts_file.exists() else None
+    print(f"QA-Feedback {args.split} split in {os.fspath(args.data_dir)} "
+          f"(splitter: {args.splitter})")
+    print(format_stats(compute_stats(records, args.splitter, num_prompts)))
+
+
+def _download(args: argparse.Namespace) -> None:
+    written = files.download(
+        args.data_dir, args.splits, base_url=args.base_url, overwrite=args.overwrite
+    )
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print(f"all files already in {args.data_dir} (use --overwrite to fetch again)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
-        records = files.load_feedback_split(args.data_dir, args.split)
-        prompts_file = files.prompts_path(args.data_dir, args.split)
-        num_prompts = len(schema.load_prompts(prompts_file)) if prompts_file.exists() else None
-    except schema.QAFeedbackFormatError as err:
+        if args.command == "stats":
+            _stats(args)
+        else:
+            _download(args)
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"QA-Feedback {args.split} split in {os.fspath(args.data_dir)} "
-          f"(splitter: {args.splitter})")
-    print(format_stats(compute_stats(records, args.splitter, num_prompts)))
+        return 2
     return 0
 
 

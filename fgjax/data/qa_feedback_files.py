@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 
 from fgjax.data import qa_feedback_schema as schema
+from fgjax.errors import UserError
 
 RELEASE_BASE_URL = (
     "https://raw.githubusercontent.com/allenai/FineGrainedRLHF/main/tasks/qa_feedback/data/"
@@ -23,7 +24,7 @@ FEEDBACK_SPLITS = ("train", "dev")
 DOWNLOAD_TIMEOUT_S = 60.0
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A release file could not be fetched (network failure, HTTP error, bad URL)."""
 
 

@@ -17,6 +17,8 @@ import pathlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from fgjax.errors import UserError
+
 # Error types of the span feedback on ``prediction 1``.
 ERROR_TYPES = ("Irrelevant", "Redundant", "Incoherent", "Wrong-Grounding", "Unverifiable")
 # F-ERR (factuality, R2); every other error type is NF-ERR (relevance, R1).
@@ -29,7 +31,7 @@ PREFERENCE_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 PREFERENCE_VALUES = (0, 1, 2)
 
 
-class QAFeedbackFormatError(ValueError):
+class QAFeedbackFormatError(UserError, ValueError):
     """A QA-Feedback file or record does not follow the schema.
 
     ``index`` is the record's position in the file's top-level list (None for whole-file
