@@ -29,6 +29,7 @@ def get_config():
     config.checkpoint.async_save = True  # exercise the asynchronous path
     config.logging.log_every = 1  # one JSONL line per iteration
     config.logging.progress = False  # quiet test logs
+    config.logging.plot = False  # matplotlib costs ~1 s; the metrics test turns it on
     config.guards.kl_threshold = 1e9  # the toy's "KL" is a weight norm; no early stop
     config.preemption.grace_seconds = 30.0  # bound on the exit after SIGTERM
     return config

@@ -14,6 +14,8 @@ import os
 import pathlib
 import runpy
 import signal
+import subprocess
+import sys
 
 import flax
 import jax
@@ -23,7 +25,9 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from fgjax import runner, sharding
-from fgjax.config import CommandLine, check_divisible
+from fgjax.checkpoint import Checkpointer
+from fgjax.config import CommandLine, check_divisible, parse_command_line
+from fgjax.metrics import METRICS_FILE, read_jsonl
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOY_CONFIG = str(REPO_ROOT / "configs" / "toy.py")
@@ -80,7 +84,7 @@ def build(config):
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
         skipped = (~finite).astype(jnp.int32)
         new_state = ToyState(
@@ -155,6 +159,63 @@ def run(command_line: CommandLine) -> runner.RunResult:
         eval_fn=eval_fn,
         resume_from=command_line.resume_from,
     )
+
+
+# Helpers for the tests.
+
+
+def run_in_process(workdir, *overrides: str, resume_from: int | None = None):
+    argv = ["prog", f"--config={TOY_CONFIG}", f"--workdir={workdir}", *overrides]
+    if resume_from is not None:
+        argv.append(f"--resume_from={resume_from}")
+    return run(parse_command_line(argv))
+
+
+def run_subprocess(workdir, *overrides: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The toy entry point in a fresh CPU-only process with 8 devices (like the tests').
+    TensorBoard and the PNG are off there: importing tensorboardX imports torch when it is
+    installed, which costs seconds per process (the in-process runs cover it)."""
+    env = dict(os.environ)
+    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    quiet = ("--config.logging.tensorboard=False",)
+    argv = [sys.executable, __file__, f"--config={TOY_CONFIG}", f"--workdir={workdir}", *quiet,
+            *overrides]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def logged(workdir) -> list[dict]:
+    """The JSONL records without the timing metrics (which differ from run to run)."""
+    records = read_jsonl(os.path.join(workdir, METRICS_FILE))
+    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in records]
+
+
+def restore_state(workdir, step: int, *overrides: str):
+    """The toy state saved at ``step`` (restored into its shardings)."""
+    argv = ["prog", f"--config={TOY_CONFIG}", f"--workdir={workdir}", *overrides]
+    init_state_fn = build(parse_command_line(argv).config)[0]
+    checkpointer = Checkpointer(os.path.join(workdir, runner.CHECKPOINT_SUBDIR), keep=100)
+    try:
+        return checkpointer.restore(step, jax.eval_shape(init_state_fn))
+    finally:
+        checkpointer.close()
+
+
+def reference_run(tmp_path_factory):
+    """An uninterrupted 6-iteration toy run: ``(workdir, RunResult)`` (tests wrap it in a
+    module-scoped fixture)."""
+    workdir = tmp_path_factory.mktemp("reference")
+    return workdir, run_in_process(workdir, "--config.logging.plot=True")
+
+
+def host_arrays(state) -> list[np.ndarray]:
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(state)]
+
+
+def assert_same_arrays(a, b) -> None:
+    a, b = host_arrays(a), host_arrays(b)
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)  # bitwise on CPU
 
 
 if __name__ == "__main__":
