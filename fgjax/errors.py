@@ -24,5 +24,6 @@ class TrainingStopped(UserError):
     """A guard stopped training (e.g. too many non-finite updates in a row)."""
 
 
-class VocabularyMismatchError(UserError):
-    """Models that must share a tokenizer (policy and fused reward models) do not."""
+class VocabularyMismatchError(UserError, ValueError):
+    """Models that must share a tokenizer (policy and fused reward models) do not; raise it
+    from the check so entry points print one line (a ``ValueError`` too, for old callers)."""

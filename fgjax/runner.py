@@ -132,12 +132,14 @@ def _log_config_changes(saved: Mapping, current: Mapping) -> None:
             logging.warning("config key %r changed since the checkpoint: %r -> %r", key, old, new)
 
 
-def _start_state(checkpointer, init_state_fn, resume_from, config_dict):
+def _start_state(checkpointer, init_state_fn, abstract_state, resume_from, config_dict):
     """Fresh state, or the state of ``resume_from`` / the latest checkpoint."""
     step = resume_from if resume_from is not None else checkpointer.latest_step()
     if step is None:
         return init_state_fn(), LoopState(), None
-    state, loop_dict, saved_config = checkpointer.restore(step, jax.eval_shape(init_state_fn))
+    if abstract_state is None:
+        abstract_state = jax.eval_shape(init_state_fn)
+    state, loop_dict, saved_config = checkpointer.restore(step, abstract_state)
     _log_config_changes(saved_config, config_dict)
     loop = LoopState(**loop_dict)
     logging.info("resumed from checkpoint step %d (data position %d)", step, loop.data_position)
@@ -170,11 +172,14 @@ def run_loop(
     batch_iter_factory: Callable[[int], Iterator[Batch]],
     eval_fn: Callable[[State], Mapping[str, jax.Array]] | None = None,
     resume_from: int | None = None,
+    abstract_state: Any = None,
 ) -> RunResult:
     """Train ``config.num_iterations`` iterations of ``step_fn`` (see the module docstring).
 
-    ``init_state_fn()`` must return the sharded state (jit it with ``out_shardings``: the
-    restore uses ``jax.eval_shape(init_state_fn)`` for the target shardings and never calls it).
+    ``init_state_fn()`` must return the sharded state; it is not called when resuming. The
+    restore target is ``abstract_state`` (``jax.ShapeDtypeStruct`` leaves with shardings) or,
+    when None, ``jax.eval_shape(init_state_fn)`` — right for an init jitted with
+    ``out_shardings``; pass ``abstract_state`` when the init reads weights from files.
     ``batch_iter_factory(position)`` yields the batches from ``position`` on, the same ones for
     the same position. ``eval_fn(state)`` returns scalars, logged as ``eval/<name>``.
     Raises ``TrainingStopped`` when the non-finite guard fires (after saving).
@@ -193,7 +198,7 @@ def run_loop(
     guards = Guards(config.guards)
     with PreemptionWatcher(config.preemption.grace_seconds) as preemption:
         state, loop, restored_step = _start_state(
-            checkpointer, init_state_fn, resume_from, config_dict
+            checkpointer, init_state_fn, abstract_state, resume_from, config_dict
         )
         mlog.write_run_info(workdir, config_dict, {"resumed_from": restored_step})
         writer = mlog.MetricsWriter(workdir, config.logging.tensorboard, restored_step)

@@ -15,8 +15,9 @@ from runner_toy import (
     run_subprocess,
 )
 
+from fgjax import runner
 from fgjax.checkpoint import step_dirs
-from fgjax.errors import TrainingStopped
+from fgjax.errors import TrainingStopped, VocabularyMismatchError
 from fgjax.preemption import EXIT_ABANDONED, PreemptionWatcher
 
 
@@ -89,3 +90,16 @@ def test_grace_period_bounds_the_exit_after_sigterm():
         os.kill(os.getpid(), signal.SIGTERM)
     # Leaving the context in time (a clean, saved exit) cancels the watchdog.
     assert not threading.Event().wait(0.6) and statuses == [EXIT_ABANDONED]
+
+
+def test_entry_point_turns_a_user_error_into_one_line_and_status_2(capsys):
+    def run(command_line):
+        raise VocabularyMismatchError("reward model 'relevance' has 4 tokens,\nthe policy 5")
+
+    argv = ["prog", f"--config={runner_toy.TOY_CONFIG}", "--workdir=/tmp/unused"]
+    with pytest.raises(SystemExit) as info:
+        runner.main(run, argv=argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: reward model 'relevance' has 4 tokens, the policy 5"
+    )
