@@ -268,11 +268,14 @@ class CommandLine:
     resume_from: int | None  # a checkpoint step to restart from; None = the latest
 
 
-def parse_command_line(argv: Sequence[str], default_config: str | None = None) -> CommandLine:
+def parse_command_line(
+    argv: Sequence[str], default_config: str | None = None, schema: Schema | None = None
+) -> CommandLine:
     """``--config=FILE [--config.a.b=V ...] --workdir=DIR [--resume_from=STEP]``.
 
     Uses a fresh ``FlagValues`` (safe to call several times in one process); every flag or
-    override problem becomes a one-line ``ConfigError`` naming the flag or key.
+    override problem becomes a one-line ``ConfigError`` naming the flag or key. ``--help``
+    prints the flags and, given a ``schema``, every config key with its doc.
     """
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file(
@@ -285,6 +288,9 @@ def parse_command_line(argv: Sequence[str], default_config: str | None = None) -
                          flag_values=flag_values)
     if any(arg in ("--help", "-h", "--helpfull") for arg in argv[1:]):
         print(flag_values.get_help())
+        if schema is not None:
+            print("\nconfig keys (schema defaults; the config file may change them):")
+            print(describe(schema))
         raise SystemExit(0)
     try:
         rest = flag_values(list(argv))

@@ -272,13 +272,17 @@ def main(
     run: Callable[[CommandLine], Any],
     argv: list[str] | None = None,
     default_config: str | None = None,
+    schema: Schema | None = None,
 ) -> None:
-    """Entry-point wrapper: ``python -m fgjax.<entry> --config=FILE --workdir=DIR``."""
+    """Entry-point wrapper: ``python -m fgjax.<entry> --config=FILE --workdir=DIR``
+    (``schema``: the config keys ``--help`` lists)."""
     from fgjax.sharding import maybe_initialize_distributed
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        command_line = parse_command_line(sys.argv if argv is None else argv, default_config)
+        command_line = parse_command_line(
+            sys.argv if argv is None else argv, default_config, schema
+        )
         maybe_initialize_distributed()
         run(command_line)
     except UserError as err:

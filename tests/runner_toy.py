@@ -219,4 +219,4 @@ def assert_same_arrays(a, b) -> None:
 
 
 if __name__ == "__main__":
-    runner.main(run, default_config=TOY_CONFIG)
+    runner.main(run, default_config=TOY_CONFIG, schema=TOY_SCHEMA)

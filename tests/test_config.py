@@ -145,3 +145,13 @@ def test_entry_point_prints_one_line_and_exits_2(capsys):
         "devices = 8; allowed: a multiple of 8"
     )
     assert not any("Traceback" in line for line in err)
+
+
+def test_help_lists_flags_and_documented_keys(capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_command_line(["prog", "--help"], schema=TOY_SCHEMA)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--resume_from" in out and "--workdir" in out
+    assert "  checkpoint.every = 50  # iterations between checkpoints (an integer >= 1)" in out
+    assert "toy.batch_size = 16  # rows per batch" in out
