@@ -193,8 +193,10 @@ def segment_spans(
 def char_ends_to_token_ends(offsets: Sequence[Span], char_ends: Sequence[int]) -> list[int]:
     """Token index holding character ``char_end - 1`` (a segment's last character), per end.
 
-    ``offsets`` are the tokens' character spans ``[N]`` (e.g. a fast tokenizer's
-    ``offset_mapping``), in order and non-overlapping; empty spans (special tokens) never match.
+    ``offsets`` are the tokens' character spans ``[N]`` in text order (e.g. a fast tokenizer's
+    ``offset_mapping``); empty spans (special tokens) never match. Where several tokens cover
+    the character (a byte-level BPE splitting a multi-byte character), the last one holds it,
+    as in ``fgjax.segments.decode_with_offsets``. ``char_ends`` must be increasing.
     """
     token_ends, token = [], 0
     for char_end in char_ends:
@@ -203,6 +205,8 @@ def char_ends_to_token_ends(offsets: Sequence[Span], char_ends: Sequence[int]) -
             token += 1
         if token == len(offsets) or not offsets[token][0] <= last_char < offsets[token][1]:
             raise ValueError(f"no token covers character {last_char} (segment end {char_end})")
+        while token + 1 < len(offsets) and offsets[token + 1][0] <= last_char:
+            token += 1
         token_ends.append(token)
     return token_ends
 

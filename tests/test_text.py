@@ -198,6 +198,8 @@ def test_char_ends_to_token_ends():
     offsets = [(0, 3), (3, 4), (4, 8), (8, 9), (9, 9)]  # "abc" "," " def" "." <eos>
     assert text.char_ends_to_token_ends(offsets, [4, 9]) == [1, 3]
     assert text.char_ends_to_token_ends(offsets, [2, 3]) == [0, 0]
+    # "é" split over two byte-level tokens that both report its span: the last one holds it
+    assert text.char_ends_to_token_ends([(0, 1), (1, 2), (1, 2), (2, 3)], [2, 3]) == [2, 3]
     with pytest.raises(ValueError, match="no token covers character 9"):
         text.char_ends_to_token_ends(offsets, [10])
 
