@@ -287,7 +287,9 @@ def host_segment_end_mask(
     ids: Sequence[int], pieces: Sequence[bytes], level: str, splitter="rules"
 ) -> np.ndarray:
     """Bool ``[len(ids)]``: segment ends of the decoded response by ``fgjax.text``, mapped to
-    tokens, the final segment closed by the last token (plain Python; tests, data building)."""
+    tokens, the final segment closed by the last token (plain Python; tests, data building).
+    ``segment_end_masks`` computes exactly this for ``splitter="rules"``; other splitters give
+    the host-only segmentation (e.g. to compare with what the device does)."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     out = np.zeros(len(ids), bool)
