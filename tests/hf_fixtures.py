@@ -68,13 +68,30 @@ def masked_max_diff(ours, theirs, mask) -> float:
 
 
 def head_error(head: str, ours, expected, mask) -> float:
-    """Max abs error of a ``token_cls`` (``[B, T, L]``) or ``seq_reg`` (``[B]`` vs HF ``[B, 1]``)
-    output."""
+    """Max abs error of an ``lm`` / ``token_cls`` (``[B, T, V|L]``, real positions) or
+    ``seq_reg`` (``[B]`` vs HF ``[B, 1]``) output."""
     ours = np.asarray(ours)
-    if head == "token_cls":
+    if head in ("lm", "token_cls"):
         return masked_max_diff(ours, expected, mask)
     assert ours.shape == (expected.shape[0],), ours.shape
     return float(np.abs(ours - expected[:, 0]).max())
+
+
+def check_export(model, params, hf_cls, path) -> float:
+    """Perturb ``params`` (so zero biases / unit norms would reveal a name-map mix-up), write
+    them with ``save_pretrained``, load with ``hf_cls.from_pretrained`` (no missing or
+    unexpected tensors allowed) and compare outputs. Returns the max abs error."""
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(11), len(leaves))
+    params = treedef.unflatten(
+        [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+    )
+    models.save_pretrained(model, params, str(path))
+    hf_model, info = hf_cls.from_pretrained(str(path), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    ids, mask = padded_batch(seed=4)
+    expected = hf_outputs(hf_model.eval(), ids, mask)
+    return head_error(model.head, model(params, ids, mask), expected, mask)
 
 
 def hf_param_count(model) -> int:

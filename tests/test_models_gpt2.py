@@ -65,13 +65,19 @@ def test_classification_heads_match_transformers(tmp_path, head, hf_cls, num_lab
     assert err <= TOL
 
 
-def test_save_pretrained_round_trips_through_transformers(tmp_path):
-    model, params = models.init_model(tiny_config(), jax.random.key(0))
-    models.save_pretrained(model, params, str(tmp_path))
-    hf_model = GPT2LMHeadModel.from_pretrained(str(tmp_path)).eval()
-    ids, mask = fx.padded_batch(seed=4)
-    err = fx.masked_max_diff(model(params, ids, mask), fx.hf_outputs(hf_model, ids, mask), mask)
-    print(f"gpt2 export -> transformers: max abs err {err:.2e}")
+@pytest.mark.parametrize(
+    "head, hf_cls",
+    [
+        ("lm", GPT2LMHeadModel),
+        ("token_cls", GPT2ForTokenClassification),
+        ("seq_reg", GPT2ForSequenceClassification),
+    ],
+)
+def test_save_pretrained_round_trips_through_transformers(tmp_path, head, hf_cls):
+    config = tiny_config(num_labels=1 if head == "seq_reg" else 3)
+    model, params = models.init_model(config, jax.random.key(0), head=head)
+    err = fx.check_export(model, params, hf_cls, tmp_path)
+    print(f"gpt2 {head} export -> transformers: max abs err {err:.2e}")
     assert err <= TOL
 
 

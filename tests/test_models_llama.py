@@ -92,14 +92,15 @@ def test_classification_heads_match_transformers(tmp_path, family, head, num_lab
     assert err <= TOL
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_save_pretrained_round_trips_through_transformers(tmp_path, family):
-    model, params = models.init_model(tiny_config(family), jax.random.key(0))
-    models.save_pretrained(model, params, str(tmp_path))
-    hf_model = FAMILIES[family][1].from_pretrained(str(tmp_path)).eval()
-    ids, mask = fx.padded_batch(seed=4)
-    err = fx.masked_max_diff(model(params, ids, mask), fx.hf_outputs(hf_model, ids, mask), mask)
-    print(f"{family} export -> transformers: max abs err {err:.2e}")
+@pytest.mark.parametrize(
+    "family, head", [("llama", "lm"), ("qwen2", "lm"), ("llama", "token_cls"), ("qwen2", "seq_reg")]
+)
+def test_save_pretrained_round_trips_through_transformers(tmp_path, family, head):
+    hf_cls = FAMILIES[family][{"lm": 1, "token_cls": 2, "seq_reg": 3}[head]]
+    config = tiny_config(family, num_labels=1 if head == "seq_reg" else 3)
+    model, params = models.init_model(config, jax.random.key(0), head=head)
+    err = fx.check_export(model, params, hf_cls, tmp_path)
+    print(f"{family} {head} export -> transformers: max abs err {err:.2e}")
     assert err <= TOL
 
 
