@@ -266,3 +266,25 @@ def test_policy_loss_gradient_is_finite_with_huge_padded_logprobs():
     mask = jnp.array([[1, 1, 0]])
     grad = jax.grad(lambda x: rl.ppo_policy_loss(x, old, jnp.ones((1, 3)), mask, 0.2)[0])(lp)
     assert np.isfinite(np.asarray(grad)).all() and float(grad[0, 2]) == 0.0
+
+
+def test_sharded_batch_gives_the_same_numbers():
+    """Statistics are global over the batch: rows split over 8 devices change nothing."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = np.array(jax.devices()[:8])
+    assert devices.size == 8, "tests/conftest.py forces 8 CPU devices"
+    mask, draw = ragged_batch(5, batch=8)
+    rewards, values = draw(), draw() * mask
+
+    def advantages(r, v, m):
+        r = rl.masked_whiten(r, m, shift_mean=False, mode="reference")
+        adv, ret = rl.gae(r, v, m, 1.0, 0.95, mode="reference")
+        return rl.masked_whiten(adv, m, mode="reference"), ret
+
+    rows = NamedSharding(Mesh(devices, ("data",)), PartitionSpec("data", None))
+    sharded = [jax.device_put(jnp.asarray(x), rows) for x in (rewards, values, mask)]
+    got = jax.jit(advantages)(*sharded)
+    want = jax.jit(advantages)(*map(jnp.asarray, (rewards, values, mask)))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-6)
