@@ -103,7 +103,7 @@ def test_preference_pairs_arrays(tokenizer):
     p, a = 48, 160
     batch = rt.tokenize_preference_pairs(pairs, tokenizer, p, a)
     assert batch.preferred_ids.shape == batch.other_mask.shape == (2, p + a)
-    prompt = rt.encode_prompt(tokenizer, pairs[0].prompt, p)
+    (prompt,) = rt.encode_prompts(tokenizer, [pairs[0].prompt], p)
     for row, pair in enumerate(pairs):
         for ids, mask, answer in (
             (batch.preferred_ids[row], batch.preferred_mask[row], pair.preferred),

@@ -56,34 +56,61 @@ def _check_tokenizer(tokenizer) -> None:
         raise ValueError("the tokenizer needs pad and eos tokens (fgjax.tokenizers.load_tokenizer)")
 
 
-def encode_prompt(tokenizer, prompt: str, max_prompt_len: int) -> list[int]:
-    """Prompt ids, at most ``max_prompt_len``, always ending with the answer marker's ids."""
+def encode_prompts(tokenizer, prompts: Sequence[str], max_prompt_len: int) -> list[list[int]]:
+    """Prompt ids, at most ``max_prompt_len`` each, always ending with the answer marker's ids.
+
+    One batched tokenizer call for all prompts (repeated prompts are encoded once).
+    """
     suffix = " " + rm_builders.ANSWER_MARKER
-    if not prompt.endswith(suffix):
-        raise ValueError(f"an RM prompt must end with {suffix!r}: {prompt[-40:]!r}")
-    body = tokenizer(prompt[: -len(suffix)], add_special_tokens=False)["input_ids"]
+    for prompt in prompts:
+        if not prompt.endswith(suffix):
+            raise ValueError(f"an RM prompt must end with {suffix!r}: {prompt[-40:]!r}")
     marker = tokenizer(suffix, add_special_tokens=False)["input_ids"]
     if len(marker) > max_prompt_len:
         raise ValueError(f"max_prompt_len={max_prompt_len} cannot hold the answer marker")
-    return body[: max_prompt_len - len(marker)] + marker
+    unique = list(dict.fromkeys(prompts))
+    bodies = _encode(tokenizer, [prompt[: -len(suffix)] for prompt in unique])["input_ids"]
+    by_prompt = {
+        prompt: list(body[: max_prompt_len - len(marker)]) + marker
+        for prompt, body in zip(unique, bodies)
+    }
+    return [by_prompt[prompt] for prompt in prompts]
 
 
-def encode_answer(
-    tokenizer, answer: str, segments: Sequence[tuple[int, int]] = ()
-) -> tuple[list[int], list[int]]:
-    """``(ids, segment_end_tokens)``: answer ids + eos (uncut) and each segment's end token."""
-    encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(encoded["input_ids"]) + [tokenizer.eos_token_id]
-    if not segments:
-        return ids, []
-    return ids, text.segment_end_token_indices(encoded["offset_mapping"], segments, len(ids))
+def encode_answers(
+    tokenizer, answers: Sequence[str], segments: Sequence[Sequence[tuple[int, int]]] | None = None
+) -> tuple[list[list[int]], list[list[int]]]:
+    """``(ids, segment_end_tokens)`` per answer: ids + eos (uncut) and each segment's end token.
+
+    ``segments`` (per answer, character spans) may be None when no labels are placed.
+    """
+    encoded = _encode(tokenizer, list(answers), offsets=segments is not None)
+    ids = [list(row) + [tokenizer.eos_token_id] for row in encoded["input_ids"]]
+    if segments is None:
+        return ids, [[] for _ in ids]
+    ends = [
+        text.segment_end_token_indices(offsets, spans, len(row)) if spans else []
+        for offsets, spans, row in zip(encoded["offset_mapping"], segments, ids, strict=True)
+    ]
+    return ids, ends
 
 
-def _row(pad_id: int, prompt_ids: list[int], answer_ids: list[int], p: int, a: int):
-    ids = np.full(p + a, pad_id, dtype=np.int32)
-    mask = np.zeros(p + a, dtype=np.int32)
-    ids[p - len(prompt_ids) : p], mask[p - len(prompt_ids) : p] = prompt_ids, 1
-    ids[p : p + len(answer_ids)], mask[p : p + len(answer_ids)] = answer_ids, 1
+def _encode(tokenizer, texts: list[str], offsets: bool = False) -> dict:
+    if not texts:
+        return {"input_ids": [], "offset_mapping": []}
+    return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=offsets)
+
+
+def _rows(
+    pad_id: int, prompts: list[list[int]], answers: list[list[int]], p: int, a: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[E, P + A]`` ids and mask: prompt flush right before column P, answer from P on."""
+    ids = np.full((len(prompts), p + a), pad_id, dtype=np.int32)
+    mask = np.zeros((len(prompts), p + a), dtype=np.int32)
+    for row, (prompt_ids, answer_ids) in enumerate(zip(prompts, answers, strict=True)):
+        answer_ids = answer_ids[:a]
+        ids[row, p - len(prompt_ids) : p], mask[row, p - len(prompt_ids) : p] = prompt_ids, 1
+        ids[row, p : p + len(answer_ids)], mask[row, p : p + len(answer_ids)] = answer_ids, 1
     return ids, mask
 
 
@@ -96,21 +123,18 @@ def tokenize_segment_examples(
     """R1 / R2 examples -> fixed-length arrays (layout in the module docstring)."""
     _check_tokenizer(tokenizer)
     p, a = max_prompt_len, max_answer_len
-    shape = (len(examples), p + a)
-    input_ids = np.zeros(shape, dtype=np.int32)
-    attention_mask = np.zeros(shape, dtype=np.int32)
-    labels = np.full(shape, rm_builders.IGNORE_LABEL, dtype=np.int32)
+    prompts = encode_prompts(tokenizer, [e.prompt for e in examples], p)
+    answers, ends = encode_answers(
+        tokenizer, [e.answer for e in examples], [e.segments for e in examples]
+    )
+    input_ids, attention_mask = _rows(tokenizer.pad_token_id, prompts, answers, p, a)
+    labels = np.full(input_ids.shape, rm_builders.IGNORE_LABEL, dtype=np.int32)
     truncated = 0
     for row, example in enumerate(examples):
-        prompt_ids = encode_prompt(tokenizer, example.prompt, p)
-        answer_ids, ends = encode_answer(tokenizer, example.answer, example.segments)
-        answer_ids = answer_ids[:a]
-        ids, mask = _row(tokenizer.pad_token_id, prompt_ids, answer_ids, p, a)
-        input_ids[row], attention_mask[row] = ids, mask
-        for token, label in zip(ends, example.labels, strict=True):
+        for token, label in zip(ends[row], example.labels, strict=True):
             if label == rm_builders.IGNORE_LABEL:
                 continue
-            if token >= len(answer_ids):
+            if token >= a:
                 truncated += 1
                 continue
             labels[row, p + token] = label
@@ -126,20 +150,9 @@ def tokenize_preference_pairs(
     """R3 / holistic pairs -> ``[N, P + A]`` arrays of the preferred and the other input."""
     _check_tokenizer(tokenizer)
     p, a = max_prompt_len, max_answer_len
-    rows = {"preferred": [], "other": []}
-    prompt_cache: dict[str, list[int]] = {}
-    for pair in pairs:
-        if pair.prompt not in prompt_cache:
-            prompt_cache[pair.prompt] = encode_prompt(tokenizer, pair.prompt, p)
-        prompt_ids = prompt_cache[pair.prompt]
-        for key, answer in (("preferred", pair.preferred), ("other", pair.other)):
-            answer_ids = encode_answer(tokenizer, answer)[0][:a]
-            rows[key].append(_row(tokenizer.pad_token_id, prompt_ids, answer_ids, p, a))
-
-    def stack(key: str, part: int) -> np.ndarray:
-        if not rows[key]:
-            return np.zeros((0, p + a), dtype=np.int32)
-        return np.stack([r[part] for r in rows[key]])
-
-    return TokenizedPairs(stack("preferred", 0), stack("preferred", 1),
-                          stack("other", 0), stack("other", 1), p)
+    prompts = encode_prompts(tokenizer, [pair.prompt for pair in pairs], p)
+    preferred, _ = encode_answers(tokenizer, [pair.preferred for pair in pairs])
+    other, _ = encode_answers(tokenizer, [pair.other for pair in pairs])
+    preferred_ids, preferred_mask = _rows(tokenizer.pad_token_id, prompts, preferred, p, a)
+    other_ids, other_mask = _rows(tokenizer.pad_token_id, prompts, other, p, a)
+    return TokenizedPairs(preferred_ids, preferred_mask, other_ids, other_mask, p)
