@@ -16,6 +16,7 @@ from fgjax.rewards import (
     combine_rewards,
     make_reward_fn,
     pack_prompt_response,
+    rm_outputs_on_response,
     score_responses,
     sequence_rewards,
     token_classification_rewards,
@@ -283,3 +284,31 @@ def test_check_same_tokenizer():
             policy,
             {"relevance": word_tokenizer(["a", "b", "c"]), "factuality": word_tokenizer(["c"])},
         )
+
+
+@pytest.mark.parametrize("family", ["gpt2", "t5"])
+def test_token_cls_outputs_match_the_rm_training_layout(family):
+    """RM training data (fgjax.data.rm_tokenize) uses ``concat_prompt_response``'s layout
+    (prompt left-padded, answer from column P); a token classifier reads the same logits on
+    response tokens from our packed rows."""
+    from fgjax.sequences import concat_prompt_response
+
+    config = (
+        transformers.GPT2Config(**GPT2, num_labels=3)
+        if family == "gpt2"
+        else transformers.T5Config(**T5, num_labels=3)
+    )
+    model = build_model(config.to_dict(), head="token_cls")
+    params = jax.jit(model.init)(jax.random.key(2))
+    batch, response_ids, response_mask = fused_inputs()
+    prompt_ids = jnp.repeat(jnp.asarray(batch["prompt_ids"]), 2, axis=0)
+    prompt_mask = jnp.repeat(jnp.asarray(batch["prompt_mask"]), 2, axis=0)
+    response_ids, response_mask = jnp.asarray(response_ids), jnp.asarray(response_mask)
+    ours = jax.jit(rm_outputs_on_response, static_argnums=(0, 6))(
+        model, params, prompt_ids, prompt_mask, response_ids, response_mask, PAD
+    )
+    ids, mask = concat_prompt_response(prompt_ids, prompt_mask, response_ids, response_mask, PAD)
+    p = prompt_ids.shape[1]
+    theirs = apply_model(model, params, ids, mask)[:, p:]
+    real = np.asarray(response_mask) > 0
+    np.testing.assert_allclose(np.asarray(ours)[real], np.asarray(theirs)[real], atol=1e-5)
