@@ -95,4 +95,5 @@ def tiny_batch(batch_size=4, prompt_len=6, seed=0):
     ids = rng.integers(3, VOCAB, size=(batch_size, prompt_len)).astype(np.int32)
     lengths = rng.integers(2, prompt_len + 1, size=batch_size)
     mask = (np.arange(prompt_len)[None] < lengths[:, None]).astype(np.int32)
-    return {"prompt_ids": jnp.asarray(np.where(mask > 0, ids, PAD)), "prompt_mask": jnp.asarray(mask)}
+    ids = np.where(mask > 0, ids, PAD)
+    return {"prompt_ids": jnp.asarray(ids), "prompt_mask": jnp.asarray(mask)}

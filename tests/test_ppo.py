@@ -23,22 +23,22 @@ def test_three_iterations_compile_once_and_are_deterministic():
     step = jax.jit(counted, donate_argnums=0)
     batch = tiny_batch()
     history = []
-    for i in range(3):
+    for _ in range(3):
         state, metrics = step(state, frozen, batch, jax.random.key(1))
         history.append(jax.device_get(metrics))
     assert len(traces) == 1
     assert int(state.step) == 3
     assert all(np.isfinite(v) for m in history for v in m.values())
 
+    # Same seed, fresh state: bitwise the same metrics and parameters (no recompilation).
     _, state2, frozen2 = tiny_setup()
-    step2 = make_ppo_iteration(setup)
-    for i in range(3):
-        state2, metrics2 = step2(state2, frozen2, batch, jax.random.key(1))
-    np.testing.assert_array_equal(jax.device_get(metrics2["reward/toy"]), history[-1]["reward/toy"])
-    chex_equal = jax.tree.map(
-        lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), state.params, state2.params
-    )
-    assert all(jax.tree.leaves(chex_equal))
+    for _ in range(3):
+        state2, metrics2 = step(state2, frozen2, batch, jax.random.key(1))
+    assert len(traces) == 1
+    assert jax.device_get(metrics2) == history[-1]
+    same = jax.tree.map(lambda a, b: np.array_equal(a, b), jax.device_get(state.params),
+                        jax.device_get(state2.params))
+    assert all(jax.tree.leaves(same))
 
 
 @pytest.mark.parametrize("normalization, sharing", [("standard", False), ("reference", True)])
