@@ -112,3 +112,30 @@ def save_pretrained(model: Model, params, path: str) -> None:
     config = family.config_to_hf(model.config, model.head, num_labels)
     host = jax.tree.map(lambda x: np.asarray(jax.device_get(x), dtype=np.float32), params)
     hf_io.write_checkpoint(path, config, family.params_to_hf(host, model.config, model.head))
+
+
+def load_backbone_with_new_head(path: str, head: str, key: jax.Array, dtype=jnp.float32):
+    """A model with ``head`` whose backbone comes from the checkpoint at ``path`` (e.g. a value
+    model started from the SFT policy, as the reference does) and whose head parameters are
+    freshly initialised. Heads the checkpoint already has are loaded too."""
+    config = hf_io.read_config(path)
+    model = build_model(config, head, dtype, dtype)
+    fresh = model.init(key)
+    family = importlib.import_module(f"fgjax.models.{model.family}")
+    tensors = hf_io.read_tensors(path)
+    try:
+        loaded = family.params_from_hf(tensors, model.config, head)
+    except hf_io.CheckpointFormatError:
+        loaded = family.params_from_hf(tensors, model.config, "lm")
+    flat_fresh = jax.tree_util.tree_leaves_with_path(fresh)
+    loaded_by_path = {
+        jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(loaded)
+    }
+    leaves = []
+    for path_key, leaf in flat_fresh:
+        name = jax.tree_util.keystr(path_key)
+        source = loaded_by_path.get(name)
+        if source is not None and np.shape(source) == leaf.shape:
+            leaf = jnp.asarray(source, leaf.dtype)
+        leaves.append(leaf)
+    return model, jax.tree.unflatten(jax.tree.structure(fresh), leaves)
