@@ -1,6 +1,8 @@
 """T5 v1.0 (ReLU, tied, scaled) and v1.1 (gated-GELU, untied) against ``transformers`` PyTorch
 on tiny random checkpoints built here; heads, export, KV-cache decoding, bfloat16, sharding."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +12,15 @@ import transformers
 from flax import linen as nn
 from jax.sharding import PartitionSpec
 
-from fgjax import sharding
-from fgjax.models import HEADS, init_model, load_pretrained, param_count, save_pretrained
+from fgjax import rollout, sharding
+from fgjax.models import (
+    HEADS,
+    build_model,
+    init_model,
+    load_pretrained,
+    param_count,
+    save_pretrained,
+)
 from fgjax.models.hf_io import CheckpointFormatError, read_config, read_tensors, write_checkpoint
 from fgjax.models.partitioning import DEFAULT_RULES
 from fgjax.models.t5_layers import relative_position_bucket
@@ -120,8 +129,20 @@ def hf_lm_logits(model, enc, enc_mask, dec, dec_mask) -> np.ndarray:
     return out.logits.numpy()
 
 
-def jit_forward(model):
-    return jax.jit(lambda params, *inputs: model(params, *inputs))
+# Compiled once per (model, shapes) for the whole file: equal models hit the same cache.
+@functools.partial(jax.jit, static_argnums=0)
+def forward(model, params, *inputs):
+    return model(params, *inputs)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def start_decoding(model, params, input_ids, attention_mask, max_new_tokens):
+    return model.start_decoding(params, input_ids, attention_mask, max_new_tokens)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def decode_step(model, params, token_ids, cache):
+    return model.decode_step(params, token_ids, cache)
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
@@ -147,7 +168,7 @@ def test_lm_parity_with_padding(lm_checkpoint):
     assert model.config.scale_decoder_outputs == (variant == "v1_0")
     enc, enc_mask = encoder_batch()
     dec, dec_mask = decoder_batch()
-    ours = jit_forward(model)(params, enc, enc_mask, dec, dec_mask)
+    ours = forward(model, params, enc, enc_mask, dec, dec_mask)
     theirs = hf_lm_logits(hf_model, enc, enc_mask, dec, dec_mask)
     err = max_masked_diff(ours, theirs, dec_mask)
     print(f"T5 {variant} lm: params ours {param_count(params)} HF {hf_param_count(hf_model)}; "
@@ -163,7 +184,7 @@ def test_save_pretrained_round_trip_through_transformers(lm_checkpoint, tmp_path
     reloaded = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
     enc, enc_mask = encoder_batch(seed=5)
     dec, dec_mask = decoder_batch(seed=6)
-    ours = jit_forward(model)(params, enc, enc_mask, dec, dec_mask)
+    ours = forward(model, params, enc, enc_mask, dec, dec_mask)
     err = max_masked_diff(ours, hf_lm_logits(reloaded, enc, enc_mask, dec, dec_mask), dec_mask)
     print(f"T5 round trip via transformers: max |logits diff| {err:.2e}")
     assert err <= 1e-4
@@ -174,13 +195,11 @@ def test_save_pretrained_round_trip_through_transformers(lm_checkpoint, tmp_path
 
 def decode_all(model, params, enc, enc_mask, dec):
     """Logits ``[B, T, V]`` from ``start_decoding`` (position 0) and ``decode_step`` (1..T-1)."""
-    start = jax.jit(model.start_decoding, static_argnums=3)
-    step = jax.jit(model.decode_step)
-    logits, cache = start(params, enc, enc_mask, dec.shape[1])
+    logits, cache = start_decoding(model, params, enc, enc_mask, dec.shape[1])
     assert all(leaf.shape[0] == enc.shape[0] for leaf in jax.tree.leaves(cache))
     steps = [logits]
     for t in range(1, dec.shape[1]):
-        logits, cache = step(params, jnp.asarray(dec[:, t]), cache)
+        logits, cache = decode_step(model, params, jnp.asarray(dec[:, t]), cache)
         steps.append(logits)
     return np.stack([np.asarray(x) for x in steps], axis=1), cache
 
@@ -194,7 +213,7 @@ def test_kv_cache_decoding_matches_full_forward(lm_checkpoint, padding):
     assert enc_mask[1:, -1 if padding == "right" else 0].sum() == 0
     dec, _ = decoder_batch(seed=3)
     dec_mask = np.ones_like(dec)
-    full = jit_forward(model)(params, enc, enc_mask, dec, dec_mask)
+    full = forward(model, params, enc, enc_mask, dec, dec_mask)
     stepped, cache = decode_all(model, params, enc, enc_mask, dec)
     err = float(np.abs(stepped - np.asarray(full)).max())
     print(f"T5 KV cache ({padding}-padded prompts): max |step - full| {err:.2e}")
@@ -207,19 +226,41 @@ def test_repeated_cache_equals_repeated_prompts(lm_checkpoint):
     model, params = load_pretrained(path, head="lm")
     enc, enc_mask = encoder_batch(seed=4)
     n, steps = 3, 5
-    start = jax.jit(model.start_decoding, static_argnums=3)
-    step = jax.jit(model.decode_step)
-    logits_a, cache_a = start(params, enc, enc_mask, steps + 1)
+    logits_a, cache_a = start_decoding(model, params, enc, enc_mask, steps + 1)
     logits_a, cache_a = jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), (logits_a, cache_a))
-    logits_b, cache_b = start(
-        params, np.repeat(enc, n, axis=0), np.repeat(enc_mask, n, axis=0), steps + 1
+    logits_b, cache_b = start_decoding(
+        model, params, np.repeat(enc, n, axis=0), np.repeat(enc_mask, n, axis=0), steps + 1
     )
     tokens = np.random.default_rng(7).integers(2, BASE["vocab_size"], (steps, enc.shape[0] * n))
     for token in tokens:
         np.testing.assert_allclose(logits_a, logits_b, atol=1e-5)
-        logits_a, cache_a = step(params, jnp.asarray(token), cache_a)
-        logits_b, cache_b = step(params, jnp.asarray(token), cache_b)
+        logits_a, cache_a = decode_step(model, params, jnp.asarray(token), cache_a)
+        logits_b, cache_b = decode_step(model, params, jnp.asarray(token), cache_b)
     np.testing.assert_allclose(logits_a, logits_b, atol=1e-5)
+
+
+def test_greedy_sampling_matches_transformers(lm_checkpoint):
+    """The project's sampler on our KV cache picks the same tokens as greedy decoding in HF."""
+    _, path, hf_model = lm_checkpoint
+    model, params = load_pretrained(path, head="lm")
+    enc, enc_mask = encoder_batch(seed=9)
+    cfg = rollout.SamplingConfig(
+        max_new_tokens=DEC_LEN, eos_token_id=EOS, pad_token_id=PAD, greedy=True
+    )
+    sample = jax.jit(rollout.sample, static_argnums=(0, 5))
+    ours = sample(model, params, jnp.asarray(enc), jnp.asarray(enc_mask), jax.random.key(0), cfg)
+    # HF's greedy loop on full forward passes (its ``generate`` cache breaks when
+    # num_decoder_layers != num_layers in transformers 5.23).
+    dec = np.full((enc.shape[0], 1), BASE["decoder_start_token_id"])
+    done = np.zeros(enc.shape[0], bool)
+    for _ in range(DEC_LEN):
+        logits = hf_lm_logits(hf_model, enc, enc_mask, dec, np.ones_like(dec))[:, -1]
+        token = np.where(done, PAD, logits.argmax(-1))
+        done |= token == EOS
+        dec = np.concatenate([dec, token[:, None]], axis=1)
+    theirs = dec[:, 1:]
+    ids, mask = np.asarray(ours.response_ids), np.asarray(ours.response_mask)
+    np.testing.assert_array_equal(np.where(mask > 0, ids, PAD), theirs)
 
 
 def test_bfloat16_close_to_float32(lm_checkpoint):
@@ -229,8 +270,8 @@ def test_bfloat16_close_to_float32(lm_checkpoint):
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params16))
     enc, enc_mask = encoder_batch()
     dec, dec_mask = decoder_batch()
-    ref = np.asarray(jit_forward(model32)(params32, enc, enc_mask, dec, dec_mask))
-    low = jit_forward(model16)(params16, enc, enc_mask, dec, dec_mask)
+    ref = np.asarray(forward(model32, params32, enc, enc_mask, dec, dec_mask))
+    low = forward(model16, params16, enc, enc_mask, dec, dec_mask)
     assert low.dtype == jnp.bfloat16
     rel = max_masked_diff(np.asarray(low.astype(jnp.float32)), ref, dec_mask) / np.abs(ref).max()
     print(f"T5 {variant} bfloat16 vs float32: max|a-b|/max|b| = {rel:.2e}")
@@ -244,7 +285,7 @@ def test_token_classification_matches_hf(tmp_path):
     model, params = load_pretrained(str(tmp_path), head="token_cls")
     assert "decoder" not in params  # HF's token classifier is encoder-only
     enc, enc_mask = encoder_batch()
-    ours = jax.jit(lambda p, i, m: model(p, i, m))(params, enc, enc_mask)
+    ours = forward(model, params, enc, enc_mask)
     with torch.no_grad():
         theirs = hf_model(input_ids=torch_long(enc), attention_mask=torch_long(enc_mask)).logits
     assert ours.shape == (3, ENC_LEN, 3)
@@ -270,7 +311,7 @@ def test_sequence_classification_matches_hf(tmp_path, num_labels):
     ids = np.where(mask > 0, rng.integers(2, BASE["vocab_size"], mask.shape), PAD)
     ids[np.arange(3), lengths - 1] = EOS
     dec = np.concatenate([np.full((3, 1), config.decoder_start_token_id), ids[:, :-1]], axis=1)
-    ours = jax.jit(lambda p, *a: model(p, *a))(params, ids, mask, dec, mask)
+    ours = forward(model, params, ids, mask, dec, mask)
     with torch.no_grad():
         theirs = hf_model(
             input_ids=torch_long(ids),
@@ -294,10 +335,10 @@ def test_value_head_round_trips_through_our_loader(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, loaded, params)
     enc, enc_mask = encoder_batch()
     dec, dec_mask = decoder_batch()
-    logits, values = jit_forward(loaded_model)(loaded, enc, enc_mask, dec, dec_mask)
+    logits, values = forward(loaded_model, loaded, enc, enc_mask, dec, dec_mask)
     assert logits.shape == (3, DEC_LEN, BASE["vocab_size"]) and values.shape == (3, DEC_LEN)
     value_model, value_params = load_pretrained(str(tmp_path), head="value")
-    only_values = jit_forward(value_model)(value_params, enc, enc_mask, dec, dec_mask)
+    only_values = forward(value_model, value_params, enc, enc_mask, dec, dec_mask)
     np.testing.assert_allclose(only_values, values, atol=1e-6)
     # The LM half of an lm_value checkpoint is a plain T5ForConditionalGeneration.
     hf_model = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
@@ -317,7 +358,8 @@ def test_tied_config_with_different_lm_head_is_an_error(lm_checkpoint, tmp_path)
 
 
 def test_decoder_inputs_required_except_token_cls():
-    model, params = init_model(hf_config("v1_0"), jax.random.key(1), head="lm")
+    model = build_model(hf_config("v1_0").to_dict(), head="lm")
+    params = model.abstract_params()  # both errors come before any computation
     enc, enc_mask = encoder_batch()
     with pytest.raises(ValueError, match="decoder_input_ids"):
         model(params, enc, enc_mask)
@@ -347,18 +389,16 @@ def test_sharded_forward_and_decoding_match_one_device():
     enc, enc_mask = encoder_batch(batch=4)
     dec, dec_mask = decoder_batch(batch=4)
     inputs = (enc, enc_mask, dec, dec_mask)
-    want = jit_forward(model)(params, *inputs)
-    start_decoding = jax.jit(model.start_decoding, static_argnums=3)
-    want_start, want_cache = start_decoding(params, enc, enc_mask, 4)
-    want_step, _ = jax.jit(model.decode_step)(params, jnp.asarray(dec[:, 1]), want_cache)
+    want = forward(model, params, *inputs)
+    want_start, _ = start_decoding(model, params, enc, enc_mask, 4)
 
     mesh = sharding.make_mesh(data=1, fsdp=4, tensor=2)
     sharded = sharding.shard_params(params, sharding.param_shardings(model, mesh))
     with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_RULES):
         batch = [jax.device_put(x, sharding.batch_sharding(mesh)) for x in inputs]
-        got = jit_forward(model)(sharded, *batch)
-        start, cache = start_decoding(sharded, *batch[:2], 4)
-        step, _ = jax.jit(model.decode_step)(sharded, batch[2][:, 1], cache)
+        got = forward(model, sharded, *batch)
+        start, cache = start_decoding(model, sharded, *batch[:2], 4)
+    # The cache stays batch-sharded: each of the 4 fsdp shards holds one row.
+    assert cache["self_keys"][0].addressable_shards[0].data.shape[0] == 1
     np.testing.assert_allclose(got, want, atol=1e-5)
     np.testing.assert_allclose(start, want_start, atol=1e-5)
-    np.testing.assert_allclose(step, want_step, atol=1e-5)

@@ -209,14 +209,14 @@ class T5(nn.Module):
         self, input_ids, attention_mask, decoder_input_ids=None, decoder_attention_mask=None
     ):
         """Encoder ``[B, P]`` and decoder ``[B, T]`` ids / masks -> the head's output."""
-        encoder_hidden = self.encode(input_ids, attention_mask)
-        if self.head == "token_cls":
-            return self.classifier(encoder_hidden)
-        if decoder_input_ids is None:
+        if decoder_input_ids is None and self.head != "token_cls":
             raise ValueError(
                 f"T5 head {self.head!r} needs decoder_input_ids (the decoder start token, then "
                 "the target shifted right); only 'token_cls' runs on the encoder alone"
             )
+        encoder_hidden = self.encode(input_ids, attention_mask)
+        if self.head == "token_cls":
+            return self.classifier(encoder_hidden)
         if decoder_attention_mask is None:
             decoder_attention_mask = jnp.ones_like(decoder_input_ids)
         hidden = self.decoder.decode(
