@@ -140,11 +140,15 @@ def parse_clause(clause: str) -> Fact | None:
 
 
 def render_answer(clauses: Sequence[str]) -> str:
-    """Clauses joined in pairs: ``"c1, and c2. c3, and c4. c5."`` (empty for no clauses)."""
+    """Clauses joined in pairs: ``"c1, and c2. c3, and c4. c5."`` (empty for no clauses).
+
+    Sentences start with a capital letter (clauses of the grammar do already; a garbled one
+    may not), so that sentence splitters end the sentence before it.
+    """
     sentences = []
     for i in range(0, len(clauses), 2):
-        pair = clauses[i : i + 2]
-        sentences.append(f", {CONNECTIVE} ".join(pair) + ".")
+        sentence = f", {CONNECTIVE} ".join(clauses[i : i + 2]) + "."
+        sentences.append(sentence[:1].upper() + sentence[1:])
     return " ".join(sentences)
 
 
@@ -298,6 +302,8 @@ def example_from_prompt(prompt: schema.QAPrompt) -> SyntheticExample:
             else:
                 distractors.append(fact)
         passages.append(Passage(passage.title or "", sentences))
+    if not required:
+        raise ValueError(f"no passage sentence states a fact about {subject!r}")
     order = sorted(range(len(required)), key=lambda k: ATTRIBUTES.index(required[k].attribute))
     required_sorted = tuple(required[k] for k in order)
     return SyntheticExample(
