@@ -175,3 +175,14 @@ def maybe_initialize_distributed() -> bool:
     if multi_host:
         jax.distributed.initialize()
     return multi_host
+
+
+def per_device_bytes(tree, shardings) -> int:
+    """Bytes one device holds of ``tree`` (arrays or ``ShapeDtypeStruct``) under ``shardings``
+    (the largest over devices; shards are equal when dimensions divide)."""
+    is_sharding = lambda x: isinstance(x, jax.sharding.Sharding)
+    sizes = [
+        math.prod(s.shard_shape(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+        for leaf, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings, is_leaf=is_sharding))
+    ]
+    return int(sum(sizes))

@@ -70,11 +70,17 @@ def init_model(
     return model, model.init(key)
 
 
-def load_pretrained(path: str, head: str = "lm", dtype=jnp.float32, param_dtype=None):
+def load_pretrained(
+    path: str, head: str = "lm", dtype=jnp.float32, param_dtype=None, shardings=None
+):
     """Load an HF directory (``config.json`` + safetensors) into ``(model, params)``.
 
     ``dtype`` is the computation dtype; parameters are stored in ``param_dtype`` (defaults to
-    ``dtype``, so ``dtype=jnp.bfloat16`` gives a bfloat16 model).
+    ``dtype``, so ``dtype=jnp.bfloat16`` gives a bfloat16 model). With ``shardings`` (a pytree
+    of ``NamedSharding`` matching the parameters, e.g. ``fgjax.sharding.param_shardings``) each
+    device receives only its own slice of every tensor (``jax.make_array_from_callback``): the
+    full parameters never sit on one device; the host streams them from the memory-mapped
+    safetensors files.
     """
     param_dtype = dtype if param_dtype is None else param_dtype
     config = hf_io.read_config(path)
@@ -84,8 +90,15 @@ def load_pretrained(path: str, head: str = "lm", dtype=jnp.float32, param_dtype=
     params = family.params_from_hf(tensors, model.config, head)
     abstract = model.abstract_params()
     _check_structure(params, abstract, path)
-    params = jax.tree.map(lambda x, a: jnp.asarray(x, dtype=a.dtype), params, abstract)
-    return model, params
+    if shardings is None:
+        return model, jax.tree.map(lambda x, a: jnp.asarray(x, dtype=a.dtype), params, abstract)
+
+    def place(host, spec, sharding):
+        return jax.make_array_from_callback(
+            spec.shape, sharding, lambda index: np.asarray(host[index], dtype=spec.dtype)
+        )
+
+    return model, jax.tree.map(place, params, abstract, shardings)
 
 
 def _check_structure(params, abstract, path: str) -> None:
@@ -106,10 +119,17 @@ def _check_structure(params, abstract, path: str) -> None:
 
 
 def save_pretrained(model: Model, params, path: str) -> None:
-    """Write an HF directory that the matching ``transformers`` class loads."""
+    """Write an HF directory that the matching ``transformers`` class loads. Sharded
+    parameters are gathered (across hosts too); only process 0 writes."""
     family = importlib.import_module(f"fgjax.models.{model.family}")
     num_labels = getattr(model.module, "num_labels", 2)
     config = family.config_to_hf(model.config, model.head, num_labels)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() != 0:
+        return
     host = jax.tree.map(lambda x: np.asarray(jax.device_get(x), dtype=np.float32), params)
     hf_io.write_checkpoint(path, config, family.params_to_hf(host, model.config, model.head))
 
