@@ -8,6 +8,7 @@ from fgjax.data import qa_feedback_schema as schema
 from fgjax.data import rm_builders as rb
 from fgjax.data import synthetic_demos as demos_lib
 from fgjax.data import synthetic_oracle as oracle
+from fgjax.data import synthetic_qa
 from fgjax.data import synthetic_world as world_lib
 
 SEED = 0
@@ -151,3 +152,12 @@ def test_garbled_clause_fits_no_template(world):
         garbled = demos_lib.garbled_clause(rng, fact)
         assert world_lib.parse_clause(garbled) is None
         assert sorted(garbled.split()) == sorted(fact.clause().split())
+
+
+def test_make_task_draws_everything_from_one_seed():
+    task = synthetic_qa.make_task(seed=3, num_train=40, num_eval=10)
+    assert synthetic_qa.make_task(seed=3, num_train=40, num_eval=10) == task
+    assert len(task.train) == len(task.demonstrations) == 40 and len(task.eval) == 10
+    assert task.train != task.eval[:10] and task.train[:10] != task.eval
+    assert [d.example for d in task.demonstrations] == list(task.train)
+    assert synthetic_qa.make_task(seed=4, num_train=40, num_eval=10).world != task.world
