@@ -32,7 +32,7 @@ DEFAULT_RATES: Mapping[str, float] = {
     "Redundant": 0.15,
     "Unverifiable": 0.15,
     "Irrelevant": 0.2,
-    "Incoherent": 0.08,
+    "Incoherent": 0.1,
 }
 INJECTION_ORDER = tuple(DEFAULT_RATES)  # Redundant copies come before inserted off-topic clauses
 SECOND_OMISSION_PROB = 0.3
@@ -85,11 +85,13 @@ def _unstated_fact(rng: np.random.Generator, example: SyntheticExample) -> Fact 
 
 
 def garbled_clause(rng: np.random.Generator, fact: Fact) -> str:
-    """The words of ``fact``'s clause shuffled until they fit no template."""
+    """The words of ``fact``'s clause shuffled until they fit no template. The first word is
+    not a year: sentence splitters do not start a sentence at a number, so a garbled clause
+    opening a sentence would merge into the previous one."""
     words = fact.clause().split()
     for _ in range(MAX_SHUFFLES):
         shuffled = " ".join(words[k] for k in rng.permutation(len(words)))
-        if world_lib.parse_clause(shuffled) is None:
+        if shuffled[0].isalpha() and world_lib.parse_clause(shuffled) is None:
             return shuffled
     raise RuntimeError(f"could not garble {fact.clause()!r} in {MAX_SHUFFLES} shuffles")
 
