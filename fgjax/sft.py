@@ -24,11 +24,10 @@ import numpy as np
 import optax
 
 from fgjax import runner
-from fgjax.config import RUNNER_SCHEMA, CommandLine, check_divisible, choice, integer, number, path
+from fgjax.config import RUNNER_SCHEMA, CommandLine, choice, integer, number, path
 from fgjax.data import load_feedback_split, load_prompts_split
 from fgjax.data.rm_tokenize import encode_answers
 from fgjax.errors import ConfigError
-from fgjax.models import save_pretrained
 from fgjax.trainer import supervised
 from fgjax.trainer.forward import response_outputs
 
@@ -104,10 +103,7 @@ def perplexity(trainer, params, arrays, batch_size: int) -> float:
 
 def run(command_line: CommandLine) -> dict:
     config = command_line.config
-    runner.validate_config(config, SFT_SCHEMA)
-    data, fsdp, _ = runner.mesh_shape_from_config(config)
-    for key in ("sft.batch_size", "sft.eval_batch_size"):
-        check_divisible(config, key, data * fsdp, "the mesh's data*fsdp devices")
+    supervised.validate_job_config(config, SFT_SCHEMA, ("sft.batch_size", "sft.eval_batch_size"))
     prompts, answers = load_examples(config)
     tokenizer = supervised.tokenizer_from_config(config, lambda: prompts + answers)
     cfg = config.sft
@@ -146,10 +142,8 @@ def run(command_line: CommandLine) -> dict:
         "iterations": result.loop.iteration,
         "stop_reason": result.stop_reason,
     }
+    supervised.export_hf(model, result.state.params, tokenizer, command_line.workdir)
     if jax.process_index() == 0:
-        export = os.path.join(command_line.workdir, "hf")
-        save_pretrained(model, result.state.params, export)
-        tokenizer.save_pretrained(export)
         with open(os.path.join(command_line.workdir, "sft_report.json"), "w") as f:
             json.dump(report, f, indent=1)
     print(f"sft: answer perplexity {initial_ppl:.2f} -> {final_ppl:.2f} "

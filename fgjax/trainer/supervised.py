@@ -25,9 +25,9 @@ import optax
 import transformers
 
 from fgjax import runner, sharding
-from fgjax.config import choice, integer, path
+from fgjax.config import check_divisible, choice, integer, path
 from fgjax.errors import ConfigError
-from fgjax.models import Model, build_model, load_pretrained
+from fgjax.models import Model, build_model, load_pretrained, save_pretrained
 from fgjax.models.hf_io import CheckpointFormatError, read_config
 from fgjax.tokenizers import load_tokenizer, train_tokenizer
 
@@ -48,6 +48,24 @@ MODEL_SCHEMA = {
         "job's texts; 0 = it must exist", minimum=0),
     "tokenizer.kind": choice("bpe", "kind of a trained tokenizer", ("bpe", "sentencepiece")),
 }
+
+
+def validate_job_config(config, schema, batch_size_keys: Sequence[str]) -> None:
+    """The schema and runner checks, and every ``batch_size_keys`` divisible by the batch
+    devices (``data * fsdp``)."""
+    runner.validate_config(config, schema)
+    data, fsdp, _ = runner.mesh_shape_from_config(config)
+    for key in batch_size_keys:
+        check_divisible(config, key, data * fsdp, "the mesh's data*fsdp devices")
+
+
+def export_hf(model: Model, params, tokenizer, workdir: str) -> str:
+    """Write ``<workdir>/hf`` (model + tokenizer), loadable by ``load_pretrained``; its path."""
+    export = os.path.join(workdir, "hf")
+    if jax.process_index() == 0:
+        save_pretrained(model, params, export)
+        tokenizer.save_pretrained(export)
+    return export
 
 
 def tokenizer_from_config(config, texts: Callable[[], Sequence[str]]):
