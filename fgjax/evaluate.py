@@ -21,7 +21,8 @@ import numpy as np
 
 from fgjax import metrics, rollout, runner, segments
 from fgjax.config import CommandLine, choice, integer, path, string, validate
-from fgjax.data import load_prompts_split, rm_builders, rm_tokenize
+from fgjax.data import load_prompts_split, rm_builders
+from fgjax.data.ppo_prompts import qa_prompt_arrays
 from fgjax.errors import ConfigError
 from fgjax.models import load_pretrained
 from fgjax.rewards import RewardModelSpec, check_same_tokenizer
@@ -29,7 +30,7 @@ from fgjax.rewards.fused import score_model
 from fgjax.rouge import best_rouge_lsum_f1
 from fgjax.text import split_sentences
 from fgjax.tokenizers import load_tokenizer
-from fgjax.trainer.supervised import pad_prompts, pad_rows
+from fgjax.trainer.supervised import pad_rows
 
 STATS_FILE = "reward_stats.json"
 EVAL_SCHEMA = {
@@ -79,15 +80,10 @@ def reward_specs(config) -> list[RewardModelSpec]:
 
 
 def prompt_arrays(config, tokenizer, prompts) -> dict:
-    """Policy prompts ``prompt_*`` and the RM prompts ``rm_question_*`` / ``rm_passages_*``."""
-    ids = tokenizer([p.text for p in prompts], add_special_tokens=False)["input_ids"]
-    arrays = pad_prompts(ids, config.eval.max_prompt_len, tokenizer.pad_token_id)
-    for input_name, with_passages in (("rm_question", False), ("rm_passages", True)):
-        rm_prompts = [rm_builders.policy_rm_prompt(p, with_passages) for p in prompts]
-        encoded = rm_tokenize.encode_prompts(tokenizer, rm_prompts, config.rm.max_prompt_len)
-        padded = pad_prompts(encoded, config.rm.max_prompt_len, tokenizer.pad_token_id)
-        arrays[f"{input_name}_ids"], arrays[f"{input_name}_mask"] = padded.values()
-    return arrays
+    """Policy prompts ``prompt_*`` (as SFT and PPO build them) and the RM prompts
+    ``rm_question_*`` / ``rm_passages_*``."""
+    return qa_prompt_arrays(prompts, tokenizer, config.eval.max_prompt_len,
+                            config.rm.max_prompt_len)
 
 
 def make_generate_and_score(config, tokenizer, model, specs, rm_models):

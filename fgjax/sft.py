@@ -2,9 +2,11 @@
 
 Teacher-forced cross-entropy on ``prompt -> answer``, counted on answer tokens only (the answer
 ends with eos, which the policy must learn to emit). Prompts are the ``text`` field of
-``{split}.json`` (their first ``sft.max_prompt_len`` tokens), answers the first reference
-answer or the feedback file's ``gold``. Decoder-only models read ``[left-aligned prompt ;
-answer]``, T5 encodes the prompt and decodes the answer (``fgjax.trainer.forward``).
+``{split}.json`` followed by the answer marker, exactly the prompt PPO samples from
+(``fgjax.data.ppo_prompts``; cut to ``sft.max_prompt_len`` tokens, the marker kept);
+answers are the first reference answer or the feedback file's ``gold``. Decoder-only
+models read ``[left-aligned prompt ; answer]``, T5 encodes the prompt and decodes the
+answer (``fgjax.trainer.forward``).
 
 Evaluations log ``eval/perplexity`` (per answer token) on the evaluation rows; the run writes
 the final model as an HF directory ``<workdir>/hf`` (with the tokenizer) for PPO, and
@@ -25,8 +27,8 @@ import optax
 
 from fgjax import runner
 from fgjax.config import RUNNER_SCHEMA, CommandLine, choice, integer, number, path
-from fgjax.data import load_feedback_split, load_prompts_split
-from fgjax.data.rm_tokenize import encode_answers
+from fgjax.data import load_feedback_split, load_prompts_split, rm_builders
+from fgjax.data.rm_tokenize import encode_answers, encode_prompts
 from fgjax.errors import ConfigError
 from fgjax.trainer import supervised
 from fgjax.trainer.forward import response_outputs
@@ -36,18 +38,23 @@ SFT_SCHEMA = {
     **supervised.MODEL_SCHEMA,
     "data.dir": path("", "QA-Feedback folder with {split}.json", optional=False),
     "data.split": choice("dev", "split to train on", ("train", "dev", "test")),
-    "data.answer": choice("reference", "target answer: first reference or feedback gold",
-                          ("reference", "gold")),
+    "data.answer": choice(
+        "reference", "target answer: first reference or feedback gold", ("reference", "gold")
+    ),
     "data.num_train": integer(0, "first N prompts of the split to train on; 0 = all", minimum=0),
-    "data.num_eval": integer(0, "prompts for eval/perplexity: the first N of the split "
-                                "(the training ones when num_train covers them); 0 = all",
-                             minimum=0),
+    "data.num_eval": integer(
+        0,
+        "prompts for eval/perplexity: the first N of the split "
+        "(the training ones when num_train covers them); 0 = all",
+        minimum=0,
+    ),
     "sft.batch_size": integer(8, "rows per step; a multiple of the data*fsdp devices", minimum=1),
     "sft.eval_batch_size": integer(16, "rows per evaluation batch", minimum=1),
     "sft.learning_rate": number(1e-3, "Adam learning rate", minimum=0.0),
-    "sft.max_prompt_len": integer(64, "prompt tokens kept (the first ones)", minimum=1),
-    "sft.max_answer_len": integer(64, "answer tokens incl. eos (longer answers are cut)",
-                                  minimum=1),
+    "sft.max_prompt_len": integer(64, "prompt tokens (text cut, answer marker kept)", minimum=1),
+    "sft.max_answer_len": integer(
+        64, "answer tokens incl. eos (longer answers are cut)", minimum=1
+    ),
 }
 
 
@@ -58,18 +65,22 @@ def load_examples(config) -> tuple[list[str], list[str]]:
         missing = [i for i, p in enumerate(prompts) if not p.answers]
         if missing:
             raise ConfigError(f"data.answer='reference': records {missing[:5]} have no answer")
-        return [p.text for p in prompts], [p.answers[0] for p in prompts]
+        return [rm_builders.policy_rm_prompt(p, with_passages=True) for p in prompts], [
+            p.answers[0] for p in prompts
+        ]
     feedback = load_feedback_split(config.data.dir, config.data.split)
     by_question = {r.question: r.gold for r in feedback}
     missing = [i for i, p in enumerate(prompts) if p.question not in by_question]
     if missing:
         raise ConfigError(f"data.answer='gold': prompts {missing[:5]} have no feedback record")
-    return [p.text for p in prompts], [by_question[p.question] for p in prompts]
+    return [rm_builders.policy_rm_prompt(p, with_passages=True) for p in prompts], [
+        by_question[p.question] for p in prompts
+    ]
 
 
 def tokenize(tokenizer, prompts, answers, max_prompt_len: int, max_answer_len: int) -> dict:
     """``prompt_ids/mask [N, P]`` (left-padded) and ``answer_ids/mask [N, A]`` (answer + eos)."""
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    prompt_ids = encode_prompts(tokenizer, list(prompts), max_prompt_len)
     answer_ids, _ = encode_answers(tokenizer, answers)
     pad = tokenizer.pad_token_id
     return {
@@ -146,8 +157,10 @@ def run(command_line: CommandLine) -> dict:
     if jax.process_index() == 0:
         with open(os.path.join(command_line.workdir, "sft_report.json"), "w") as f:
             json.dump(report, f, indent=1)
-    print(f"sft: answer perplexity {initial_ppl:.2f} -> {final_ppl:.2f} "
-          f"({report['eval_rows']} eval rows, {result.loop.iteration} iterations)")
+    print(
+        f"sft: answer perplexity {initial_ppl:.2f} -> {final_ppl:.2f} "
+        f"({report['eval_rows']} eval rows, {result.loop.iteration} iterations)"
+    )
     return report
 
 

@@ -43,7 +43,7 @@ def test_three_iterations_compile_once_and_are_deterministic():
 
 @pytest.mark.parametrize("normalization, sharing", [("standard", False), ("reference", True)])
 def test_toy_reward_rises(normalization, sharing):
-    setup, state, frozen = tiny_setup(normalization, sharing)
+    setup, state, frozen = tiny_setup(normalization=normalization, sharing=sharing)
     step = make_ppo_iteration(setup)
     batch = tiny_batch(batch_size=8)
     rewards = []

@@ -55,6 +55,7 @@ def _reward_slot_fields(name: str) -> dict:
 
 PPO_SCHEMA = {
     **RUNNER_SCHEMA,
+    "job": choice("ppo", "which job fgjax.train runs", ("ppo",)),
     "data.task": choice("qa_feedback", "prompt source", ("qa_feedback",)),
     "data.dir": path("", "folder holding {split}.json (QA-Feedback prompt files)"),
     "data.train_split": string("train", "split whose prompts PPO trains on"),

@@ -1,0 +1,45 @@
+"""Config keys of the synthetic fine-grained QA pipeline (``configs/synthetic_qa.py``)."""
+
+from __future__ import annotations
+
+from fgjax.config import RUNNER_SCHEMA, choice, defaults, integer, number
+
+SYNTHETIC_SCHEMA = {
+    **RUNNER_SCHEMA,
+    "job": choice("synthetic_qa", "which job fgjax.train runs", ("synthetic_qa",)),
+    "data.num_train": integer(256, "train prompts (SFT demonstrations, feedback, PPO)", minimum=8),
+    "data.num_eval": integer(64, "held-out prompts for the oracle evaluation", minimum=8),
+    "data.vocab_size": integer(1024, "BPE tokenizer size trained on the world", minimum=300),
+    "data.max_prompt_len": integer(
+        96, "prompt tokens (the world's prompts are ~70-85)", minimum=16
+    ),
+    "data.max_new_tokens": integer(48, "answer tokens (SFT targets, samples, PPO)", minimum=8),
+    "model.hidden_size": integer(64, "width of every tiny GPT-2 (policy, value, RMs)", minimum=8),
+    "model.num_layers": integer(2, "layers", minimum=1),
+    "model.num_heads": integer(4, "attention heads", minimum=1),
+    "model.max_positions": integer(160, "positions: prompt + answer must fit", minimum=32),
+    "sft.iterations": integer(400, "SFT steps", minimum=1),
+    "sft.batch_size": integer(16, "SFT rows per step", minimum=1),
+    "sft.learning_rate": number(3e-3, "SFT Adam learning rate", minimum=0.0),
+    "rm.iterations": integer(300, "steps per reward model", minimum=1),
+    "rm.batch_size": integer(16, "rows (pairs) per RM step", minimum=1),
+    "rm.learning_rate": number(2e-3, "RM Adam learning rate", minimum=0.0),
+    "rm.num_train": integer(200, "RM training examples (R1/R2 rows, R3/holistic pairs)", minimum=1),
+    "rm.num_eval": integer(64, "held-out RM examples from other prompts", minimum=0),
+    "ppo.iterations": integer(40, "PPO iterations of each RLHF variant", minimum=1),
+    "ppo.prompts_per_rollout": integer(16, "prompts per rollout (x4 samples)", minimum=8),
+    "ppo.minibatch_size": integer(16, "rows per PPO minibatch", minimum=1),
+    "ppo.epochs": integer(2, "PPO epochs per rollout", minimum=1),
+    "ppo.kl_coef": number(0.05, "KL penalty coefficient", minimum=0.0),
+    "ppo.learning_rate": number(3e-4, "policy/value Adam learning rate", minimum=0.0),
+    "ppo.warmup_steps": integer(10, "optimizer warmup steps", minimum=0),
+    "ppo.temperature": number(0.7, "sampling temperature (feedback samples and PPO)", minimum=0.0),
+    "ppo.top_k": integer(20, "sampling top-k", minimum=0),
+    "rewards.r1_weight": number(1.0, "weight of R1 (relevance) in fine-grained RLHF"),
+    "rewards.r2_weight": number(1.0, "weight of R2 (factuality)"),
+    "rewards.r3_weight": number(1.0, "weight of R3 (completeness)"),
+}
+
+
+def synthetic_defaults():
+    return defaults(SYNTHETIC_SCHEMA)
