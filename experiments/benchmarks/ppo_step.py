@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -58,11 +60,15 @@ class CompileLog:
 
     def __init__(self):
         self.events: list[tuple[str, float]] = []
-        jax.monitoring.register_event_duration_secs_listener(self._record)
+        self._listener = self._record  # the same object must be unregistered
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
 
     def _record(self, event: str, duration: float, **_):
         if event in COMPILE_EVENTS:
             self.events.append((event, duration))
+
+    def close(self):
+        jax.monitoring.unregister_event_duration_listener(self._listener)
 
     def mark(self) -> int:
         return len(self.events)
@@ -167,6 +173,13 @@ def build(p: presets.Preset, seed: int = 0):
 def measure_fgjax(p: presets.Preset, iterations: int, repeats: int, seed: int = 0) -> dict:
     """Every fgjax figure of the table (seconds, GFLOP/s, counts)."""
     log = CompileLog()
+    try:
+        return _measure(log, p, iterations, repeats, seed)
+    finally:
+        log.close()
+
+
+def _measure(log: CompileLog, p: presets.Preset, iterations: int, repeats: int, seed: int):
     setup, frozen, policy_params, value_params, batch, counts = build(p, seed)
     key = jax.random.key(seed + 1)
     out = {"params": counts}
@@ -220,6 +233,19 @@ def measure_fgjax(p: presets.Preset, iterations: int, repeats: int, seed: int = 
     out["update_gflops"] = out["update_flops"] / out["update"] / 1e9
     out["matmul_gflops"] = matmul_gflops(2048 if p.vocab > 1000 else 256, repeats)
     return out
+
+
+def measure_torch(preset: str, iterations: int, repeats: int) -> dict:
+    """``torch_reference.py`` in a fresh interpreter, so that neither runtime's threads or
+    memory affect the other (torch inside this process, after the JAX phases, once took 202 s
+    per qa_release iteration against 6.9 s on its own; the load differed too)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
+    command = [sys.executable, script, "--preset", preset, "--iterations", str(iterations),
+               "--repeats", str(repeats), "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise RuntimeError(f"torch_reference.py failed ({result.returncode}):\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def fmt_ms(seconds: float | None) -> str:
@@ -291,9 +317,7 @@ def main(argv=None) -> None:
     ours = measure_fgjax(p, iterations, repeats)
     torch_times = None
     if args.compare_torch:
-        import torch_reference
-
-        torch_times = torch_reference.measure(p, iterations, repeats)
+        torch_times = measure_torch(name, iterations, repeats)
     print(table(p, name, ours, torch_times))
 
 

@@ -82,8 +82,9 @@ def policy_config(p: Preset) -> transformers.PretrainedConfig:
 
 def reward_config(p: Preset, name: str) -> transformers.PretrainedConfig:
     head = REWARD_MODELS[name][0]
-    labels = 1 if head == "seq_reg" else 3
-    return _config(p, p.rm_d_model, 4 * p.rm_d_model, p.rm_layers, num_labels=labels)
+    if head == "seq_reg" and p.family == "t5":  # encoder + decoder: half the depth each
+        return _config(p, p.rm_d_model, 4 * p.rm_d_model, max(p.rm_layers // 2, 1), 1)
+    return _config(p, p.rm_d_model, 4 * p.rm_d_model, p.rm_layers, 1 if head == "seq_reg" else 3)
 
 
 def _config(p: Preset, width: int, d_ff: int, layers: int, num_labels: int):
