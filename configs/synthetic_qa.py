@@ -14,4 +14,5 @@ from fgjax.pipelines.synthetic_config import synthetic_defaults
 def get_config():
     config = synthetic_defaults()
     config.workdir = "runs/synthetic_qa"  # stages are cached here; a rerun skips finished ones
+    config.checkpoint.keep_best = 0  # the pipeline ranks nothing; each stage keeps its own
     return config

@@ -31,6 +31,7 @@ import optax
 from fgjax import runner
 from fgjax.config import RUNNER_SCHEMA, CommandLine, choice, integer, number, path
 from fgjax.data import load_feedback_split, rm_builders, rm_tokenize
+from fgjax.errors import ConfigError
 from fgjax.rewards.fused import rm_outputs_on_response
 from fgjax.trainer import supervised
 
@@ -44,7 +45,11 @@ RM_SCHEMA = {
     **supervised.MODEL_SCHEMA,
     "data.dir": path("", "QA-Feedback folder with {split}_feedback.json", optional=False),
     "data.split": choice("dev", "feedback split", ("train", "dev", "test")),
-    "data.num_train": integer(50, "first N examples (segments rows / pairs) train", minimum=1),
+    "data.num_train": integer(
+        50, "first N examples (segment rows / pairs) train; 0 = the examples of the first "
+        "(1 - data.heldout_fraction) of the records", minimum=0),
+    "data.heldout_fraction": number(0.2, "with data.num_train = 0: share of records held out",
+                                    minimum=0.0),
     "data.num_eval": integer(0, "held-out examples from other records; 0 = all", minimum=0),
     "data.splitter": choice(rm_builders.DEFAULT_SPLITTER, "sentence splitter",
                             ("syntok", "rules", "spacy")),
@@ -89,8 +94,20 @@ def build_examples(config, tokenizer) -> tuple[dict, dict, np.ndarray]:
                   "weight": np.ones(len(examples), np.float32)}
     record_index = np.array([e.record_index for e in examples])
     n = config.data.num_train
+    if n == 0:  # hold out whole records: the last heldout_fraction of them
+        records_kept = int(len(records) * (1.0 - config.data.heldout_fraction))
+        n = int(np.sum(record_index < records_kept))
+    if n == 0:
+        raise ConfigError(
+            f"no {name} training example: the first records hold none of the "
+            f"{len(examples)} built from {len(records)} records; lower data.heldout_fraction "
+            "or use more feedback records"
+        )
     if len(examples) <= n:
-        raise ValueError(f"data.num_train={n} leaves no held-out example ({len(examples)} built)")
+        raise ConfigError(
+            f"config key 'data.num_train' = {config.data.num_train} leaves no held-out example "
+            f"({len(examples)} {name} examples built from {len(records)} records); allowed: fewer"
+        )
     held = np.flatnonzero(~np.isin(record_index, record_index[:n]))
     held = held[: config.data.num_eval or None]
     train = {k: v[:n] for k, v in arrays.items()}

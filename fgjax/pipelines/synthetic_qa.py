@@ -181,7 +181,8 @@ def run_reward_model(config, name: str, feedback_dir: str, tokenizer_dir: str,
     _quiet_runner_config(target, config.rm.iterations, config.seed)
     _tiny_model_config(config, target)
     target.data.dir, target.data.split = feedback_dir, "train"
-    target.data.num_train = config.rm.num_train
+    target.data.num_train = 0  # all examples of the first records; the rest held out
+    target.data.heldout_fraction = config.rm.heldout_fraction
     target.data.num_eval = config.rm.num_eval
     target.data.splitter = "rules"
     target.tokenizer.path = tokenizer_dir
