@@ -94,6 +94,36 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert chi_square(counts, expected) < CHI2_CRITICAL[nucleus - 1]
 
 
+def sorted_reference_filter(logits, top_k, top_p):
+    """The sort-based filter (HF's warpers) in NumPy, one row at a time."""
+    out = logits.astype(np.float64).copy()
+    for row in out:
+        if top_k:
+            row[row < np.sort(row)[::-1][top_k - 1]] = -1e9
+        if top_p < 1.0:
+            desc = np.sort(row)[::-1]
+            probs = np.exp(desc - desc.max())
+            probs /= probs.sum()
+            before = np.cumsum(probs) - probs
+            row[row < desc[before < top_p].min()] = -1e9
+    return out
+
+
+@pytest.mark.parametrize("top_k,top_p", [(1, 1.0), (7, 1.0), (50, 1.0), (0, 0.9), (20, 0.7)])
+def test_sort_free_filter_equals_sorted_reference(top_k, top_p):
+    rng = np.random.default_rng(top_k)
+    logits = rng.normal(size=(16, 300)).astype(np.float32) * 3
+    logits[:, :40] = np.round(logits[:, :40])  # ties, also at the k-th value
+    logits[0] = -np.abs(logits[0]) - 1  # an all-negative row
+    cfg = SamplingConfig(max_new_tokens=1, eos_token_id=0, pad_token_id=0, top_k=top_k,
+                         top_p=top_p)
+    kept = np.asarray(jax.jit(lambda x: filter_logits(x, cfg))(logits)) > -1e8
+    expected = sorted_reference_filter(logits, top_k, top_p) > -1e8
+    np.testing.assert_array_equal(kept, expected)
+    if top_k and top_p == 1.0:
+        assert (kept.sum(1) >= top_k).all()
+
+
 def test_sampling_config_rejects_bad_values():
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(max_new_tokens=4, eos_token_id=1, pad_token_id=0, top_p=0.0)
