@@ -51,6 +51,8 @@ RM_SCHEMA = {
     "data.heldout_fraction": number(0.2, "with data.num_train = 0: share of records held out",
                                     minimum=0.0),
     "data.num_eval": integer(0, "held-out examples from other records; 0 = all", minimum=0),
+    "data.num_train_eval": integer(0, "first N training examples evaluated for the train_* "
+                                   "metrics; 0 = all", minimum=0),
     "data.splitter": choice(rm_builders.DEFAULT_SPLITTER, "sentence splitter",
                             ("syntok", "rules", "spacy")),
     "rm.name": choice("r1", "which reward model", RM_NAMES),
@@ -65,21 +67,31 @@ RM_SCHEMA = {
 }
 
 
+def segment_arrays(records, name: str, tokenizer, max_prompt_len: int, max_answer_len: int,
+                   splitter: str) -> tuple[list, dict]:
+    """R1 / R2 examples of ``records`` and their arrays: ``prompt_ids/mask``,
+    ``answer_ids/mask`` and ``labels`` at the segment-end answer tokens."""
+    build = (rm_builders.build_relevance_examples if name == "r1"
+             else rm_builders.build_factuality_examples)
+    examples = build(records, splitter)
+    tokens = rm_tokenize.tokenize_segment_examples(examples, tokenizer, max_prompt_len,
+                                                   max_answer_len)
+    arrays = supervised.split_prompt_answer(tokens.input_ids, tokens.attention_mask,
+                                            max_prompt_len)
+    arrays["labels"] = tokens.labels[:, max_prompt_len:]
+    if tokens.num_segments_truncated:
+        logging.warning("%d labelled segments end beyond max_answer_len=%d (no label)",
+                        tokens.num_segments_truncated, max_answer_len)
+    return examples, arrays
+
+
 def build_examples(config, tokenizer) -> tuple[dict, dict, np.ndarray]:
     """``(train, held_out, record_of_train)`` arrays for ``rm.name`` (see the module doc)."""
     records = load_feedback_split(config.data.dir, config.data.split)
     name, splitter = config.rm.name, config.data.splitter
     p, a = config.rm.max_prompt_len, config.rm.max_answer_len
     if name in TOKEN_CLS:
-        build = (rm_builders.build_relevance_examples if name == "r1"
-                 else rm_builders.build_factuality_examples)
-        examples = build(records, splitter)
-        tokens = rm_tokenize.tokenize_segment_examples(examples, tokenizer, p, a)
-        arrays = supervised.split_prompt_answer(tokens.input_ids, tokens.attention_mask, p)
-        arrays["labels"] = tokens.labels[:, p:]
-        if tokens.num_segments_truncated:
-            logging.warning("%d labelled segments end beyond rm.max_answer_len=%d (no label)",
-                            tokens.num_segments_truncated, a)
+        examples, arrays = segment_arrays(records, name, tokenizer, p, a, splitter)
     else:
         if name == "r3":
             coverage = rm_builders.build_coverage_records(records, splitter)
@@ -241,7 +253,9 @@ def run(command_line: CommandLine) -> dict:
         fill = {}
     trainer = supervised.build_trainer(config, model, init_fn, loaded, loss_fn, cfg.learning_rate)
     eval_sets = {
-        "train": supervised.pad_rows(train, cfg.eval_batch_size, fill),
+        "train": supervised.pad_rows(
+            {k: v[: config.data.num_train_eval or None] for k, v in train.items()},
+            cfg.eval_batch_size, fill),
         "heldout": supervised.pad_rows(held_out, cfg.eval_batch_size, fill),
     }
 

@@ -21,6 +21,11 @@ SYNTHETIC_SCHEMA = {
     "sft.iterations": integer(400, "SFT steps", minimum=1),
     "sft.batch_size": integer(16, "SFT rows per step", minimum=1),
     "sft.learning_rate": number(3e-3, "SFT Adam learning rate", minimum=0.0),
+    "rm.init": choice("sft", "reward models start from the SFT policy's backbone (as the paper "
+                      "starts from a pretrained LM) or from scratch", ("sft", "scratch")),
+    "rm.feedback_per_prompt": integer(4, "feedback records per train prompt: each of the 4 "
+                                      "samples first once (1 = the schema's usual one)",
+                                      minimum=1),
     "rm.iterations": integer(300, "steps per reward model", minimum=1),
     "rm.batch_size": integer(16, "rows (pairs) per RM step", minimum=1),
     "rm.learning_rate": number(2e-3, "RM Adam learning rate", minimum=0.0),
@@ -34,6 +39,9 @@ SYNTHETIC_SCHEMA = {
     "ppo.kl_coef": number(0.05, "KL penalty coefficient", minimum=0.0),
     "ppo.learning_rate": number(3e-4, "policy/value Adam learning rate", minimum=0.0),
     "ppo.warmup_steps": integer(10, "optimizer warmup steps", minimum=0),
+    "ppo.eval_every": integer(10, "oracle evaluation of greedy answers to the held-out prompts "
+                              "every N PPO iterations (eval/oracle/* in metrics.jsonl); 0 = off",
+                              minimum=0),
     "ppo.temperature": number(0.7, "sampling temperature (feedback samples and PPO)", minimum=0.0),
     "ppo.top_k": integer(20, "sampling top-k", minimum=0),
     "rewards.r1_weight": number(1.0, "weight of R1 (relevance) in fine-grained RLHF"),

@@ -35,7 +35,9 @@ from fgjax.data import synthetic_qa
 from fgjax.data.ppo_prompts import qa_prompt_arrays
 from fgjax.data.qa_feedback_files import load_prompts_split
 from fgjax.data.synthetic_oracle import METRIC_TYPES
+from fgjax.errors import ConfigError
 from fgjax.models import load_pretrained
+from fgjax.pipelines.rm_agreement import SegmentAgreement
 from fgjax.pipelines.synthetic_config import SYNTHETIC_SCHEMA
 from fgjax.rollout import SamplingConfig, sample
 from fgjax.tokenizers import load_tokenizer
@@ -167,7 +169,12 @@ def build_feedback(config, data_dir: str, sft_dir: str, stage_dir: str) -> dict:
         os.path.join(sft_dir, "hf"), os.path.join(data_dir, "tokenizer"), data_dir, "train",
         config, samples=4,
     )
-    records = synthetic_qa.feedback_records(examples, answers)
+    # The QA-Feedback schema carries fine-grained feedback on prediction 1 only; one record per
+    # rotation of the four samples gives every sample its feedback (4x the R1/R2 data, the
+    # same preferences). Records stay grouped by prompt, so held-out records are new prompts.
+    rotations = config.rm.feedback_per_prompt
+    records = [synthetic_qa.feedback_record(e, a[k:] + a[:k])
+               for e, a in zip(examples, answers) for k in range(rotations)]
     for name in ("train.json", "dev.json"):
         shutil.copy(os.path.join(data_dir, name), os.path.join(stage_dir, name))
     _write_json(os.path.join(stage_dir, "train_feedback.json"), records)
@@ -175,17 +182,20 @@ def build_feedback(config, data_dir: str, sft_dir: str, stage_dir: str) -> dict:
     return {"sft_samples": synthetic_qa.set_metrics(first)}
 
 
-def run_reward_model(config, name: str, feedback_dir: str, tokenizer_dir: str,
-                     stage_dir: str) -> dict:
+def run_reward_model(config, name: str, feedback_dir: str, paths: dict, stage_dir: str) -> dict:
     target = defaults(train_rm.RM_SCHEMA)
     _quiet_runner_config(target, config.rm.iterations, config.seed)
     _tiny_model_config(config, target)
+    if config.rm.init == "sft":  # the policy's backbone, a fresh head
+        target.model.path = paths["sft"]
     target.data.dir, target.data.split = feedback_dir, "train"
     target.data.num_train = 0  # all examples of the first records; the rest held out
     target.data.heldout_fraction = config.rm.heldout_fraction
     target.data.num_eval = config.rm.num_eval
+    target.data.num_train_eval = config.rm.num_eval
+    target.rm.eval_batch_size = 64
     target.data.splitter = "rules"
-    target.tokenizer.path = tokenizer_dir
+    target.tokenizer.path = paths["tokenizer"]
     target.rm.name = name
     target.rm.batch_size = config.rm.batch_size
     target.rm.learning_rate = config.rm.learning_rate
@@ -216,7 +226,8 @@ def run_ppo(config, variant: str, paths: dict, stage_dir: str) -> dict:
     target.ppo.normalization = "standard"
     target.optim.learning_rate = p.learning_rate
     target.optim.warmup_steps = p.warmup_steps
-    target.eval_every = 0
+    target.eval_every = p.eval_every
+    target.data.eval_prompts = config.data.num_eval
     if variant == "holistic":
         target.rewards.use = ("holistic",)
         target.rewards.holistic.checkpoint = paths["rm_holistic"]
@@ -228,20 +239,37 @@ def run_ppo(config, variant: str, paths: dict, stage_dir: str) -> dict:
         target.rewards.r1.weight = config.rewards.r1_weight
         target.rewards.r2.weight = config.rewards.r2_weight
         target.rewards.r3.weight = config.rewards.r3_weight
-    result = ppo_job.run(CommandLine(target, stage_dir, None))
+    dev = [synthetic_qa.example_from_prompt(r) for r in load_prompts_split(paths["data"], "dev")]
+
+    agreement = SegmentAgreement(
+        {name: paths[f"rm_{name}"] for name in ("r1", "r2")}, dev,
+        load_tokenizer(paths["tokenizer"]), config.data.max_prompt_len, config.data.max_new_tokens,
+    )
+
+    def oracle_metrics(texts):
+        results = synthetic_qa.evaluate_answers(dev[: len(texts)], texts)
+        return {**{f"oracle/{name}": value for name, value in results.items()},
+                **agreement(texts)}
+
+    result = ppo_job.run(CommandLine(target, stage_dir, None), answer_metrics=oracle_metrics)
     return {"stop_reason": result.stop_reason, "iterations": result.loop.iteration}
 
 
-def evaluate_policies(config, paths: dict, stage_dir: str) -> dict:
+def evaluate_policies(config, paths: dict, stage_dir: str, policies: dict | None = None) -> dict:
+    """Oracle metrics of the greedy answers to the held-out prompts of each policy
+    (``{name: HF dir}``; default SFT and both RLHF variants), answers in ``<name>_answers.jsonl``.
+    """
     prompts = load_prompts_split(paths["data"], "dev")
     examples = [synthetic_qa.example_from_prompt(p) for p in prompts]
+    policies = policies or {"SFT": paths["sft"], "holistic RLHF": paths["ppo_holistic"],
+                            "fine-grained RLHF": paths["ppo_fine_grained"]}
     results = {}
-    for name, policy in (("SFT", paths["sft"]), ("holistic RLHF", paths["ppo_holistic"]),
-                         ("fine-grained RLHF", paths["ppo_fine_grained"])):
+    for name, policy in policies.items():
         answers = [a[0] for a in greedy_or_sampled_answers(
             policy, paths["tokenizer"], paths["data"], "dev", config, samples=0)]
         results[name] = synthetic_qa.evaluate_answers(examples, answers)
-        with open(os.path.join(stage_dir, f"{name.split()[0].lower()}_answers.jsonl"), "w") as f:
+        file_name = name.split()[0].lower().replace("-", "_")
+        with open(os.path.join(stage_dir, f"{file_name}_answers.jsonl"), "w") as f:
             for example, answer in zip(examples, answers):
                 f.write(json.dumps({"question": example.question, "answer": answer}) + "\n")
     return {"results": results}
@@ -262,14 +290,28 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run(command_line: CommandLine) -> dict:
-    config = command_line.config
-    runner.validate_config(config, SYNTHETIC_SCHEMA)
-    workdir = os.path.abspath(command_line.workdir or config.workdir)
-    os.makedirs(workdir, exist_ok=True)
+def stage_paths(workdir: str) -> dict:
+    """Where each stage leaves what later stages read (HF directories, data folders)."""
     paths = {"data": os.path.join(workdir, "data"), "feedback": os.path.join(workdir, "feedback")}
     paths["tokenizer"] = os.path.join(paths["data"], "tokenizer")
     paths["sft"] = os.path.join(workdir, "sft", "hf")
+    for name in ("r1", "r2", "r3", "holistic"):
+        paths[f"rm_{name}"] = os.path.join(workdir, f"rm_{name}", "hf")
+    for variant in ("fine_grained", "holistic"):
+        paths[f"ppo_{variant}"] = os.path.join(workdir, f"ppo_{variant}",
+                                               ppo_job.POLICY_EXPORT_DIR)
+    return paths
+
+
+def run(command_line: CommandLine) -> dict:
+    config = command_line.config
+    runner.validate_config(config, SYNTHETIC_SCHEMA)
+    if config.rm.feedback_per_prompt > 4:
+        raise ConfigError(f"config key 'rm.feedback_per_prompt' = {config.rm.feedback_per_prompt}"
+                          ": allowed 1..4 (one record per sample of the four)")
+    workdir = os.path.abspath(command_line.workdir or config.workdir)
+    os.makedirs(workdir, exist_ok=True)
+    paths = stage_paths(workdir)
     summaries = {"data": _stage(workdir, "data", lambda d: build_data(config, d))}
     summaries["sft"] = _stage(workdir, "sft", lambda d: run_sft(config, paths["data"], d))
     summaries["feedback"] = _stage(
@@ -279,17 +321,13 @@ def run(command_line: CommandLine) -> dict:
     for name in ("r1", "r2", "r3", "holistic"):
         summaries[f"rm_{name}"] = _stage(
             workdir, f"rm_{name}",
-            lambda d, name=name: run_reward_model(config, name, paths["feedback"],
-                                                  paths["tokenizer"], d),
+            lambda d, name=name: run_reward_model(config, name, paths["feedback"], paths, d),
         )
-        paths[f"rm_{name}"] = os.path.join(workdir, f"rm_{name}", "hf")
     for variant in ("fine_grained", "holistic"):
         summaries[f"ppo_{variant}"] = _stage(
             workdir, f"ppo_{variant}",
             lambda d, variant=variant: run_ppo(config, variant, paths, d),
         )
-        paths[f"ppo_{variant}"] = os.path.join(workdir, f"ppo_{variant}",
-                                               ppo_job.POLICY_EXPORT_DIR)
     evaluation = _stage(workdir, "evaluate", lambda d: evaluate_policies(config, paths, d))
     table = format_table(evaluation["results"])
     rm_lines = []

@@ -10,6 +10,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fgjax import errors, runner
 from fgjax.config import check_runner_config
@@ -83,7 +84,10 @@ def _load_prompts(config, tokenizer, split: str):
     )
 
 
-def run(command_line) -> runner.RunResult:
+def run(command_line, answer_metrics=None) -> runner.RunResult:
+    """The PPO job. ``answer_metrics(texts) -> {name: float}``, when given, also scores the
+    greedy evaluation answers (decoded, in eval-prompt order) at every evaluation, e.g. with an
+    exact oracle; its metrics are logged next to the reward models'."""
     config, workdir = command_line.config, command_line.workdir or command_line.config.workdir
     if not workdir:
         raise errors.ConfigError("no workdir: pass --workdir=DIR (or set config key 'workdir')")
@@ -161,7 +165,9 @@ def run(command_line) -> runner.RunResult:
     def batch_iter_factory(position):
         return batches_from(train_arrays, config.ppo.prompts_per_rollout, config.seed, position)
 
-    eval_fn = _make_eval_fn(config, setup, tokenizer, frozen, mesh) if config.eval_every else None
+    eval_fn = None
+    if config.eval_every:
+        eval_fn = _make_eval_fn(config, setup, tokenizer, frozen, mesh, answer_metrics)
     result = runner.run_loop(
         config,
         workdir,
@@ -182,9 +188,10 @@ def run(command_line) -> runner.RunResult:
     return result
 
 
-def _make_eval_fn(config, setup: PPOSetup, tokenizer, frozen, mesh):
+def _make_eval_fn(config, setup: PPOSetup, tokenizer, frozen, mesh, answer_metrics=None):
     """Greedy responses to the first ``data.eval_prompts`` eval prompts, scored by the fused
-    reward models: ``reward`` (mean dense-reward sum, ranks checkpoints) and per-RM metrics."""
+    reward models: ``reward`` (mean dense-reward sum, ranks checkpoints) and per-RM metrics;
+    plus ``answer_metrics`` of the decoded answers when given."""
     arrays = _load_prompts(config, tokenizer, config.data.eval_split)
     count = min(config.data.eval_prompts, len(arrays["prompt_ids"]))
     devices = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -212,14 +219,22 @@ def _make_eval_fn(config, setup: PPOSetup, tokenizer, frozen, mesh):
             frozen["rewards"], batch, rollout.response_ids, rollout.response_mask
         )
         lengths = jnp.sum(rollout.response_mask, axis=1)
-        return {
+        metrics = {
             **metrics,
             "reward": jnp.mean(jnp.sum(rewards, axis=1)),
             "length": jnp.mean(lengths.astype(jnp.float32)),
         }
+        return metrics, rollout
 
     def eval_fn(state):
         with jax.set_mesh(mesh):
-            return evaluate(state.params, frozen, batch)
+            metrics, rollout = evaluate(state.params, frozen, batch)
+        if answer_metrics is None:
+            return metrics
+        ids, mask = jax.device_get((rollout.response_ids, rollout.response_mask))
+        texts = tokenizer.batch_decode(np.where(mask > 0, ids, tokenizer.pad_token_id),
+                                       skip_special_tokens=True,
+                                       clean_up_tokenization_spaces=False)
+        return {**metrics, **answer_metrics([t.strip() for t in texts])}
 
     return eval_fn

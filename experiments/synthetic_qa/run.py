@@ -1,0 +1,206 @@
+"""The synthetic fine-grained QA experiment: several seeds, curves, and weight steering.
+
+    python experiments/synthetic_qa/run.py --seeds=0,1,2 --workdir=runs/synthetic_qa_exp \
+        [--config.ppo.iterations=60 ...]
+
+For each seed, the whole pipeline of ``python -m fgjax.train`` (``fgjax.pipelines.synthetic_qa``,
+its stages cached in ``<workdir>/seed<k>/``) with ``--config.seed=<k>``; on the steering seeds,
+two more fine-grained PPO runs from the same SFT policy and reward models, one with R1's
+weight raised and one with R3's weight raised (``--r1_high`` / ``--r3_high``), evaluated by the
+oracle like the others. Then, in ``--out`` (default: this folder):
+
+- ``results.md``: final oracle error rates (mean +- std over seeds) of SFT, holistic and
+  fine-grained RLHF, the reward models' held-out agreement with the oracle, the steering table;
+- ``curves_error_rates.png``: oracle error rates of the greedy held-out answers per PPO
+  iteration, fine-grained vs holistic (mean line, min-max band over seeds);
+- ``curves_rm_accuracy.png``: R1 / R2 segment accuracy against the oracle on those answers
+  per PPO iteration (do the reward models stay right as the policy moves?);
+- ``results.json``: every number above.
+
+Any ``--config.<key>=<value>`` is passed to every seed's pipeline (keys:
+``python -m fgjax.train --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from fgjax.config import CommandLine, parse_command_line
+from fgjax.data.synthetic_oracle import METRIC_TYPES
+from fgjax.pipelines import synthetic_qa as pipeline
+from fgjax.pipelines.synthetic_config import SYNTHETIC_SCHEMA
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(HERE, "..", "..", "configs", "synthetic_qa.py")
+VARIANTS = {"fine_grained": "fine-grained RLHF", "holistic": "holistic RLHF"}
+CURVE_KEYS = [f"error_rate/{t}" for t in (*METRIC_TYPES, "any")] + ["fact_recall", "mean_words"]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--steer_seeds", default=None,
+                        help="seeds with the two weight-steering runs (default: all)")
+    parser.add_argument("--r1_high", type=float, default=3.0, help="R1 weight of the R1 run")
+    parser.add_argument("--r3_high", type=float, default=3.0, help="R3 weight of the R3 run")
+    parser.add_argument("--out", default=HERE, help="folder for results.md / plots")
+    args, rest = parser.parse_known_args(argv[1:])
+    if not any(a.startswith("--workdir") for a in rest):
+        rest.append("--workdir=runs/synthetic_qa_exp")
+    command_line = parse_command_line([argv[0], *rest], DEFAULT_CONFIG, SYNTHETIC_SCHEMA)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    steer = seeds if args.steer_seeds is None else [int(s) for s in args.steer_seeds.split(",")]
+    return args, command_line, seeds, steer
+
+
+def run_seed(base: CommandLine, seed: int, steer: bool, args) -> dict:
+    config = base.config.copy_and_resolve_references()
+    config.seed = seed
+    workdir = os.path.join(os.path.abspath(base.workdir), f"seed{seed}")
+    evaluation = pipeline.run(CommandLine(config, workdir, None))
+    paths = pipeline.stage_paths(workdir)
+    out = {"final": evaluation["results"], "rm": {}, "curves": {}, "steering": None}
+    for name in ("r1", "r2", "r3", "holistic"):
+        with open(os.path.join(workdir, f"rm_{name}", "rm_report.json")) as f:
+            out["rm"][name] = json.load(f)
+    for variant in VARIANTS:
+        out["curves"][variant] = read_eval_curve(os.path.join(workdir, f"ppo_{variant}"))
+    if steer:
+        policies = {"fine-grained RLHF": paths["ppo_fine_grained"]}
+        for rm, weight in (("r1", args.r1_high), ("r3", args.r3_high)):
+            variant_config = config.copy_and_resolve_references()
+            variant_config.rewards[f"{rm}_weight"] = weight
+            stage = f"ppo_steer_{rm}"
+            pipeline._stage(workdir, stage, lambda d, c=variant_config: pipeline.run_ppo(
+                c, "fine_grained", paths, d))
+            policies[f"{rm.upper()} x{weight:g}"] = os.path.join(
+                workdir, stage, pipeline.ppo_job.POLICY_EXPORT_DIR)
+        steering = pipeline._stage(workdir, "evaluate_steering", lambda d: pipeline.
+                                   evaluate_policies(config, paths, d, policies))
+        out["steering"] = steering["results"]
+    return out
+
+
+def read_eval_curve(ppo_dir: str) -> dict:
+    """``{"iteration": [...], key: [...]}`` of the logged oracle evaluations of one PPO run."""
+    curve: dict[str, list] = {"iteration": []}
+    with open(os.path.join(ppo_dir, "metrics.jsonl")) as f:
+        for line in f:
+            row = json.loads(line)
+            if "eval/oracle/error_rate/any" not in row:
+                continue
+            curve["iteration"].append(row["step"])
+            for key, value in row.items():
+                if key.startswith(("eval/oracle/", "eval/rm_accuracy/")):
+                    curve.setdefault(key.removeprefix("eval/"), []).append(value)
+    return curve
+
+
+def mean_std(values) -> str:
+    values = np.asarray(values, np.float64)
+    return f"{values.mean():.3f} +- {values.std():.3f}"
+
+
+def final_table(per_seed: list[dict]) -> str:
+    names = list(per_seed[0]["final"])
+    lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key in CURVE_KEYS:
+        cells = [mean_std([s["final"][n][key] for s in per_seed]) for n in names]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rm_table(per_seed: list[dict]) -> str:
+    lines = ["| reward model | held-out accuracy | held-out error F1 | train accuracy |",
+             "|---|---|---|---|"]
+    for name in ("r1", "r2", "r3", "holistic"):
+        reports = [s["rm"][name] for s in per_seed]
+        f1 = (mean_std([r["heldout_error_f1"] for r in reports])
+              if "heldout_error_f1" in reports[0] else "-")
+        lines.append(f"| {name} | {mean_std([r['heldout_accuracy'] for r in reports])} | {f1} | "
+                     f"{mean_std([r['train_accuracy'] for r in reports])} |")
+    return "\n".join(lines)
+
+
+def steering_table(per_seed: list[dict]) -> str:
+    steered = [s["steering"] for s in per_seed if s["steering"]]
+    if not steered:
+        return "(no steering runs)"
+    names = list(steered[0])
+    keys = ["mean_words", "fact_recall", "error_rate/Missing", "error_rate/Irrelevant",
+            "error_rate/Redundant", "error_rate/Incoherent", "error_rate/Wrong-Grounding",
+            "error_rate/Unverifiable"]
+    lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key in keys:
+        lines.append(f"| {key} | " + " | ".join(mean_std([s[n][key] for s in steered])
+                                                 for n in names) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(per_seed: list[dict], keys: list[str], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 3
+    rows = -(-len(keys) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for variant, label in VARIANTS.items():
+            curves = [s["curves"][variant] for s in per_seed if key in s["curves"][variant]]
+            if not curves:
+                continue
+            length = min(len(c[key]) for c in curves)
+            x = np.asarray(curves[0]["iteration"][:length])
+            y = np.asarray([c[key][:length] for c in curves], np.float64)
+            line, = ax.plot(x, y.mean(0), label=label)
+            ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("PPO iteration", fontsize=8)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"{title} (mean, min-max band over {len(per_seed)} seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv):
+    args, command_line, seeds, steer = parse_args(argv)
+    per_seed = []
+    for seed in seeds:
+        print(f"===== seed {seed} =====", flush=True)
+        per_seed.append(run_seed(command_line, seed, seed in steer, args))
+    os.makedirs(args.out, exist_ok=True)
+    plot_curves(per_seed, [f"oracle/{k}" for k in CURVE_KEYS],
+                os.path.join(args.out, "curves_error_rates.png"),
+                "oracle metrics of greedy held-out answers")
+    plot_curves(per_seed, ["rm_accuracy/r1", "rm_accuracy/r2", "rm_error_f1/r1",
+                           "rm_error_f1/r2"],
+                os.path.join(args.out, "curves_rm_accuracy.png"),
+                "R1 / R2 agreement with the oracle on the policy's answers")
+    report = "\n\n".join([
+        f"seeds: {seeds}; steering seeds: {steer}; workdir: {command_line.workdir}",
+        "## Final oracle metrics on held-out prompts (mean +- std over seeds)",
+        final_table(per_seed),
+        "## Reward models against the oracle (held-out feedback records)",
+        rm_table(per_seed),
+        f"## Weight steering (fine-grained RLHF; R1 x{args.r1_high:g}, R3 x{args.r3_high:g})",
+        steering_table(per_seed),
+    ])
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(report + "\n")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"seeds": seeds, "per_seed": per_seed}, f, indent=1)
+    print(report)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
