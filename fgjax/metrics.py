@@ -170,6 +170,8 @@ CURVE_PANELS = (
     ("reward", ("reward/", "eval/reward")),
     ("KL", ("kl/mean",)),
     ("response length", ("response/length",)),
+    ("training loss", ("loss/total",)),  # also SFT / reward-model runs
+    ("oracle, greedy held-out answers", ("eval/oracle/error_rate/any", "eval/oracle/fact_recall")),
 )
 
 

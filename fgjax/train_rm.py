@@ -212,19 +212,25 @@ def summarize(totals: dict) -> dict:
     return out
 
 
-def score_statistics(model, params, train: dict, pad_id: int) -> dict:
+def score_statistics(model, params, train: dict, pad_id: int, batch_size: int) -> dict:
     """Mean / std of the score over the distinct training answers (pairs share answers)."""
-    fn = jax.jit(lambda p, b: pair_scores(model, p, b, pad_id))
-    preferred, other = fn(params, {k: v for k, v in train.items() if k != "weight"})
-    rows = np.concatenate([
-        np.concatenate([train[f"{side}_prompt_ids"], train[f"{side}_answer_ids"]], axis=1)
-        for side in ("preferred", "other")
-    ])  # fmt: skip
-    scores = np.concatenate([np.asarray(preferred), np.asarray(other)])
-    _, first = np.unique(rows, axis=0, return_index=True)
-    distinct = scores[np.sort(first)]
-    return {"mean": float(distinct.mean()), "std": float(distinct.std()),
-            "count": int(distinct.size)}
+    sides = [{name: train[f"{side}_{name}"] for name in ("prompt_ids", "prompt_mask",
+                                                        "answer_ids", "answer_mask")}
+             for side in ("preferred", "other")]
+    rows = {k: np.concatenate([side[k] for side in sides]) for k in sides[0]}
+    _, first = np.unique(np.concatenate([rows["prompt_ids"], rows["answer_ids"]], axis=1),
+                         axis=0, return_index=True)
+    distinct = {k: v[np.sort(first)] for k, v in rows.items()}
+    count = len(first)
+    padded = supervised.pad_rows(distinct, batch_size, {})
+    fn = jax.jit(lambda p, b: rm_outputs_on_response(
+        model, p, b["prompt_ids"], b["prompt_mask"], b["answer_ids"], b["answer_mask"], pad_id))
+    scores = np.concatenate([
+        np.asarray(jax.device_get(fn(params, {k: v[i : i + batch_size]
+                                              for k, v in padded.items()})), np.float32)
+        for i in range(0, len(padded["answer_ids"]), batch_size)
+    ])[:count]  # fmt: skip
+    return {"mean": float(scores.mean()), "std": float(scores.std()), "count": int(count)}
 
 
 def run(command_line: CommandLine) -> dict:
@@ -280,7 +286,8 @@ def run(command_line: CommandLine) -> dict:
     )
     report = {"rm": name, "iterations": result.loop.iteration, **evaluate(result.state.params)}
     if not token_cls:
-        report["score_stats"] = score_statistics(model, result.state.params, train, pad)
+        report["score_stats"] = score_statistics(model, result.state.params, train, pad,
+                                                 cfg.eval_batch_size)
     export = supervised.export_hf(model, result.state.params, tokenizer, command_line.workdir)
     if jax.process_index() == 0:
         if not token_cls:

@@ -14,7 +14,7 @@ TINY = [
     "--config.sft.iterations=150", "--config.sft.batch_size=8",
     "--config.rm.iterations=2", "--config.rm.batch_size=8", "--config.rm.num_eval=8",
     "--config.ppo.iterations=2", "--config.ppo.prompts_per_rollout=8",
-    "--config.ppo.minibatch_size=16", "--config.ppo.epochs=1",
+    "--config.ppo.minibatch_size=16", "--config.ppo.epochs=1", "--config.ppo.eval_every=1",
 ]
 STAGES = ("data", "sft", "feedback", "rm_r1", "rm_r2", "rm_r3", "rm_holistic",
           "ppo_fine_grained", "ppo_holistic", "evaluate")
@@ -34,7 +34,17 @@ def test_pipeline_end_to_end_and_cached_rerun(tmp_path, capsys):
     for metrics in results.values():
         assert 0.0 <= metrics["error_rate/any"] <= 1.0
     ppo_lines = (tmp_path / "ppo_fine_grained" / "metrics.jsonl").read_text().splitlines()
-    assert {"reward/r1", "reward/r2", "reward/r3"} <= set(json.loads(ppo_lines[-1]))
+    last = json.loads(ppo_lines[-1])
+    assert {"reward/r1", "reward/r2", "reward/r3"} <= set(last)
+    # The oracle and the R1/R2 agreement are logged at every evaluation of both variants.
+    for variant in ("ppo_fine_grained", "ppo_holistic"):
+        rows = [json.loads(x) for x in (tmp_path / variant / "metrics.jsonl").read_text()
+                .splitlines()]
+        evaluated = [r for r in rows if "eval/oracle/error_rate/any" in r]
+        assert [r["step"] for r in evaluated] == [1, 2], variant
+        for row in evaluated:
+            assert 0.0 <= row["eval/oracle/fact_recall"] <= 1.0
+            assert 0.0 <= row["eval/rm_accuracy/r1"] <= 1.0
 
     train.main(argv)
     rerun = capsys.readouterr().out

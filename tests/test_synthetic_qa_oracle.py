@@ -150,6 +150,8 @@ def test_metrics_of_a_hand_made_set():
     assert metrics["error_rate/Incoherent"] == 0.25
     assert metrics["error_rate/Irrelevant"] == 0.0
     assert metrics["error_rate/any"] == 0.75
+    # missing 0+2+0+3, unverifiable 1 (answer 3), incoherent 1 (answer 4)
+    assert metrics["errors_per_answer"] == (5 + 1 + 1) / 4
     assert metrics["mean_score"] == (3 + 1 + 2 - 1) / 4
     assert metrics["fact_recall"] == 7 / 12
     assert metrics["mean_words"] == np.mean([len(a.split()) for a in answers])

@@ -38,7 +38,8 @@ from fgjax.pipelines.synthetic_config import SYNTHETIC_SCHEMA
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "..", "..", "configs", "synthetic_qa.py")
 VARIANTS = {"fine_grained": "fine-grained RLHF", "holistic": "holistic RLHF"}
-CURVE_KEYS = [f"error_rate/{t}" for t in (*METRIC_TYPES, "any")] + ["fact_recall", "mean_words"]
+CURVE_KEYS = [f"error_rate/{t}" for t in (*METRIC_TYPES, "any")] + [
+    "errors_per_answer", "fact_recall", "mean_words"]
 
 
 def parse_args(argv):
@@ -132,9 +133,9 @@ def steering_table(per_seed: list[dict]) -> str:
     if not steered:
         return "(no steering runs)"
     names = list(steered[0])
-    keys = ["mean_words", "fact_recall", "error_rate/Missing", "error_rate/Irrelevant",
-            "error_rate/Redundant", "error_rate/Incoherent", "error_rate/Wrong-Grounding",
-            "error_rate/Unverifiable"]
+    keys = ["mean_words", "fact_recall", "errors_per_answer", "error_rate/Missing",
+            "error_rate/Irrelevant", "error_rate/Redundant", "error_rate/Incoherent",
+            "error_rate/Wrong-Grounding", "error_rate/Unverifiable"]
     lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(mean_std([s[n][key] for s in steered])

@@ -193,6 +193,7 @@ def answer_metrics(verdict: AnswerVerdict) -> dict[str, float]:
 def set_metrics(verdicts: Sequence[AnswerVerdict]) -> dict[str, float]:
     """Over a set of answers: ``error_rate/<type>`` (share with >= 1 such error),
     ``error_rate/any`` (share with any error or missing fact), ``mean_count/<type>``,
+    ``errors_per_answer`` (their sum),
     ``mean_score``, ``mean_words``, ``fact_recall`` (correct / required facts)."""
     if not verdicts:
         raise ValueError("set_metrics needs at least one verdict")
@@ -205,6 +206,9 @@ def set_metrics(verdicts: Sequence[AnswerVerdict]) -> dict[str, float]:
         metrics[f"mean_count/{error_type}"] = float(np.mean(counts))
     any_error = [max(r[f"has/{t}"] for t in METRIC_TYPES) for r in rows]
     metrics["error_rate/any"] = float(np.mean(any_error))
+    # Errors of every type plus missing facts, per answer: falls with each error fixed, where
+    # error_rate/any stays at 1 while one fact is still missing.
+    metrics["errors_per_answer"] = float(sum(metrics[f"mean_count/{t}"] for t in METRIC_TYPES))
     metrics["mean_score"] = float(np.mean([r["score"] for r in rows]))
     metrics["mean_words"] = float(np.mean([r["num_words"] for r in rows]))
     num_required = sum(len(v.correct) + len(v.missing) for v in verdicts)

@@ -197,7 +197,8 @@ def run_reward_model(config, name: str, feedback_dir: str, paths: dict, stage_di
     target.data.splitter = "rules"
     target.tokenizer.path = paths["tokenizer"]
     target.rm.name = name
-    target.rm.batch_size = config.rm.batch_size
+    target.rm.batch_size = (config.rm.batch_size if name in train_rm.TOKEN_CLS
+                            else config.rm.pair_batch_size)
     target.rm.learning_rate = config.rm.learning_rate
     target.rm.max_prompt_len = config.data.max_prompt_len
     target.rm.max_answer_len = config.data.max_new_tokens
@@ -227,6 +228,7 @@ def run_ppo(config, variant: str, paths: dict, stage_dir: str) -> dict:
     target.optim.learning_rate = p.learning_rate
     target.optim.warmup_steps = p.warmup_steps
     target.eval_every = p.eval_every
+    target.logging.plot = True  # ppo_*/metrics.png: rewards, KL, length, oracle error rate
     target.data.eval_prompts = config.data.num_eval
     if variant == "holistic":
         target.rewards.use = ("holistic",)
@@ -283,6 +285,8 @@ def format_table(results: dict) -> str:
     for error in (*METRIC_TYPES, "any"):
         key = f"error_rate/{error}"
         lines.append(f"{error:18}" + "".join(f"{results[n][key]:>{width}.3f}" for n in names))
+    lines.append(f"{'errors per answer':18}" + "".join(
+        f"{results[n]['errors_per_answer']:>{width}.3f}" for n in names))
     lines.append(f"{'mean words':18}" + "".join(f"{results[n]['mean_words']:>{width}.1f}"
                                                 for n in names))
     lines.append(f"{'fact recall':18}" + "".join(f"{results[n]['fact_recall']:>{width}.3f}"
