@@ -70,7 +70,8 @@ def run_seed(base: CommandLine, seed: int, steer: bool, args) -> dict:
         with open(os.path.join(workdir, f"rm_{name}", "rm_report.json")) as f:
             out["rm"][name] = json.load(f)
     for variant in VARIANTS:
-        out["curves"][variant] = read_eval_curve(os.path.join(workdir, f"ppo_{variant}"))
+        out["curves"][variant] = read_eval_curve(os.path.join(workdir, f"ppo_{variant}"),
+                                                 out["final"]["SFT"])
     if steer:
         policies = {"fine-grained RLHF": paths["ppo_fine_grained"]}
         for rm, weight in (("r1", args.r1_high), ("r3", args.r3_high)):
@@ -87,18 +88,16 @@ def run_seed(base: CommandLine, seed: int, steer: bool, args) -> dict:
     return out
 
 
-def read_eval_curve(ppo_dir: str) -> dict:
-    """``{"iteration": [...], key: [...]}`` of the logged oracle evaluations of one PPO run."""
-    curve: dict[str, list] = {"iteration": []}
+def read_eval_curve(ppo_dir: str, start: dict) -> dict:
+    """``{key: [[iteration, value], ...]}`` of the logged oracle evaluations of one PPO run,
+    starting at iteration 0 with ``start`` (the SFT policy's oracle metrics, same prompts)."""
+    curve = {f"oracle/{k}": [[0, v]] for k, v in start.items()}
     with open(os.path.join(ppo_dir, "metrics.jsonl")) as f:
         for line in f:
             row = json.loads(line)
-            if "eval/oracle/error_rate/any" not in row:
-                continue
-            curve["iteration"].append(row["step"])
             for key, value in row.items():
-                if key.startswith(("eval/oracle/", "eval/rm_accuracy/")):
-                    curve.setdefault(key.removeprefix("eval/"), []).append(value)
+                if key.startswith(("eval/oracle/", "eval/rm_accuracy/", "eval/rm_error_f1/")):
+                    curve.setdefault(key.removeprefix("eval/"), []).append([row["step"], value])
     return curve
 
 
@@ -154,12 +153,12 @@ def plot_curves(per_seed: list[dict], keys: list[str], path: str, title: str) ->
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         for variant, label in VARIANTS.items():
-            curves = [s["curves"][variant] for s in per_seed if key in s["curves"][variant]]
+            curves = [s["curves"][variant][key] for s in per_seed if key in s["curves"][variant]]
             if not curves:
                 continue
-            length = min(len(c[key]) for c in curves)
-            x = np.asarray(curves[0]["iteration"][:length])
-            y = np.asarray([c[key][:length] for c in curves], np.float64)
+            length = min(len(c) for c in curves)
+            x = np.asarray([point[0] for point in curves[0][:length]])
+            y = np.asarray([[point[1] for point in c[:length]] for c in curves], np.float64)
             line, = ax.plot(x, y.mean(0), label=label)
             ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)
         ax.set_title(key, fontsize=9)
