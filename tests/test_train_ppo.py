@@ -1,8 +1,14 @@
 """``python -m fgjax.train`` end to end on tiny checkpoints made here (QA-Feedback dev prompts)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import jax
+import numpy as np
 import pytest
 import transformers
 from conftest import QA_FEEDBACK_DIR, REPO_ROOT
@@ -85,3 +91,43 @@ def test_indivisible_minibatch_names_the_key(checkpoints, tmp_path, capsys):
         train.main(argv(checkpoints, tmp_path, "--config.ppo.minibatch_size=5"))
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ppo.minibatch_size" in err[0]
+
+
+def _policy_arrays(workdir):
+    _, params = load_pretrained(str(workdir / "policy_hf"))
+    return [np.asarray(x) for x in jax.tree.leaves(params)]
+
+
+@pytest.mark.slow
+def test_real_ppo_sigterm_then_resume_equals_an_uninterrupted_run(checkpoints, tmp_path):
+    """The PPO job itself (not the toy step): 6 iterations straight vs. a process that gets
+    SIGTERM once iteration 3 is logged, saves, exits 0, and is resumed to 6."""
+    common = ("--config.num_iterations=6", "--config.eval_every=0",
+              "--config.checkpoint.every=2", "--config.checkpoint.keep_best=0")
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+    train.main(argv(checkpoints, reference_dir, *common))
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    command = [sys.executable, "-m", "fgjax.train", *argv(checkpoints, resumed_dir, *common)[1:]]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    metrics_file = resumed_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 3:
+            process.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "preempted: saved iteration" in stderr
+    stopped_at = len(read_jsonl(str(metrics_file)))
+    assert 3 <= stopped_at < 6  # stopped early, after iteration 3
+
+    train.main(argv(checkpoints, resumed_dir, *common))  # resumes from the workdir
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
+    assert strip(read_jsonl(str(metrics_file))) == strip(
+        read_jsonl(str(reference_dir / "metrics.jsonl")))
+    for a, b in zip(_policy_arrays(resumed_dir), _policy_arrays(reference_dir), strict=True):
+        np.testing.assert_array_equal(a, b)  # bitwise on CPU
