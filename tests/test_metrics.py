@@ -52,7 +52,7 @@ def test_run_info_config_and_curves(reference_run):
     png = (workdir / mlog.CURVES_FILE).read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     plotted = mlog.plot_curves(str(workdir / mlog.METRICS_FILE), str(workdir / "again.png"))
-    assert plotted == ["eval/reward", "reward/raw", "reward/toy_fit", "kl/mean"]
+    assert plotted == ["eval/reward", "reward/raw", "reward/toy_fit", "kl/mean", "loss/total"]
 
 
 def test_resumed_writer_drops_lines_after_the_checkpoint(tmp_path):
