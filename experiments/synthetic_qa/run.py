@@ -78,11 +78,11 @@ def run_seed(base: CommandLine, seed: int, steer: bool, args) -> dict:
             variant_config = config.copy_and_resolve_references()
             variant_config.rewards[f"{rm}_weight"] = weight
             stage = f"ppo_steer_{rm}"
-            pipeline._stage(workdir, stage, lambda d, c=variant_config: pipeline.run_ppo(
+            pipeline.run_stage(workdir, stage, lambda d, c=variant_config: pipeline.run_ppo(
                 c, "fine_grained", paths, d))
             policies[f"{rm.upper()} x{weight:g}"] = os.path.join(
                 workdir, stage, pipeline.ppo_job.POLICY_EXPORT_DIR)
-        steering = pipeline._stage(workdir, "evaluate_steering", lambda d: pipeline.
+        steering = pipeline.run_stage(workdir, "evaluate_steering", lambda d: pipeline.
                                    evaluate_policies(config, paths, d, policies))
         out["steering"] = steering["results"]
     return out

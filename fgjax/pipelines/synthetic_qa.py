@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 DONE = "DONE.json"
 
 
-def _stage(workdir: str, name: str, build: Callable[[str], dict]) -> dict:
+def run_stage(workdir: str, name: str, build: Callable[[str], dict]) -> dict:
     """Run ``build(stage_dir)`` unless the stage finished before; returns its summary."""
     stage_dir = os.path.join(workdir, name)
     done = os.path.join(stage_dir, DONE)
@@ -182,13 +182,13 @@ def build_feedback(config, data_dir: str, sft_dir: str, stage_dir: str) -> dict:
     return {"sft_samples": synthetic_qa.set_metrics(first)}
 
 
-def run_reward_model(config, name: str, feedback_dir: str, paths: dict, stage_dir: str) -> dict:
+def run_reward_model(config, name: str, paths: dict, stage_dir: str) -> dict:
     target = defaults(train_rm.RM_SCHEMA)
     _quiet_runner_config(target, config.rm.iterations, config.seed)
     _tiny_model_config(config, target)
     if config.rm.init == "sft":  # the policy's backbone, a fresh head
         target.model.path = paths["sft"]
-    target.data.dir, target.data.split = feedback_dir, "train"
+    target.data.dir, target.data.split = paths["feedback"], "train"
     target.data.num_train = 0  # all examples of the first records; the rest held out
     target.data.heldout_fraction = config.rm.heldout_fraction
     target.data.num_eval = config.rm.num_eval
@@ -316,23 +316,23 @@ def run(command_line: CommandLine) -> dict:
     workdir = os.path.abspath(command_line.workdir or config.workdir)
     os.makedirs(workdir, exist_ok=True)
     paths = stage_paths(workdir)
-    summaries = {"data": _stage(workdir, "data", lambda d: build_data(config, d))}
-    summaries["sft"] = _stage(workdir, "sft", lambda d: run_sft(config, paths["data"], d))
-    summaries["feedback"] = _stage(
+    summaries = {"data": run_stage(workdir, "data", lambda d: build_data(config, d))}
+    summaries["sft"] = run_stage(workdir, "sft", lambda d: run_sft(config, paths["data"], d))
+    summaries["feedback"] = run_stage(
         workdir, "feedback",
         lambda d: build_feedback(config, paths["data"], os.path.join(workdir, "sft"), d),
     )
     for name in ("r1", "r2", "r3", "holistic"):
-        summaries[f"rm_{name}"] = _stage(
+        summaries[f"rm_{name}"] = run_stage(
             workdir, f"rm_{name}",
-            lambda d, name=name: run_reward_model(config, name, paths["feedback"], paths, d),
+            lambda d, name=name: run_reward_model(config, name, paths, d),
         )
     for variant in ("fine_grained", "holistic"):
-        summaries[f"ppo_{variant}"] = _stage(
+        summaries[f"ppo_{variant}"] = run_stage(
             workdir, f"ppo_{variant}",
             lambda d, variant=variant: run_ppo(config, variant, paths, d),
         )
-    evaluation = _stage(workdir, "evaluate", lambda d: evaluate_policies(config, paths, d))
+    evaluation = run_stage(workdir, "evaluate", lambda d: evaluate_policies(config, paths, d))
     table = format_table(evaluation["results"])
     rm_lines = []
     for name in ("r1", "r2", "r3", "holistic"):
