@@ -6,6 +6,7 @@ import json
 import pytest
 
 from fgjax import train
+from fgjax.pipelines import synthetic_qa as pipeline
 
 TINY = [
     "--config.data.num_train=64", "--config.data.num_eval=8", "--config.data.vocab_size=400",
@@ -24,7 +25,11 @@ STAGES = ("data", "sft", "feedback", "rm_r1", "rm_r2", "rm_r3", "rm_holistic",
 @pytest.mark.slow
 def test_pipeline_end_to_end_and_cached_rerun(tmp_path, capsys):
     argv = ["fgjax.train", f"--workdir={tmp_path}", *TINY]
+    before = pipeline._compiled_sampler.cache_info()
     train.main(argv)
+    after = pipeline._compiled_sampler.cache_info()
+    # Two samplers compile (4 feedback samples; greedy evaluation), shared by the 3 policies.
+    assert (after.misses - before.misses, after.hits - before.hits) == (2, 2)
     out = capsys.readouterr().out
     assert "oracle error rate" in out and "fine-grained RLHF" in out and "holistic RLHF" in out
     for stage in STAGES:

@@ -19,6 +19,7 @@ line; this module only wires stages together.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -131,6 +132,13 @@ def run_sft(config, data_dir: str, stage_dir: str) -> dict:
     return sft.run(CommandLine(target, stage_dir, None))
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled_sampler(model, cfg: SamplingConfig):
+    """One jitted sampler per (architecture, sampling config): the SFT, holistic and
+    fine-grained policies share a shape, so evaluating all three compiles once."""
+    return jax.jit(lambda params, ids, mask, key: sample(model, params, ids, mask, key, cfg))
+
+
 def greedy_or_sampled_answers(policy_dir, tokenizer_dir, data_dir, split, config, samples):
     """Decoded answers ``[N][samples]`` of the policy at ``policy_dir`` to ``split``'s prompts
     (greedy when ``samples == 0``)."""
@@ -143,7 +151,7 @@ def greedy_or_sampled_answers(policy_dir, tokenizer_dir, data_dir, split, config
         pad_token_id=tokenizer.pad_token_id, num_samples=max(samples, 1),
         temperature=config.ppo.temperature, top_k=config.ppo.top_k, greedy=samples == 0,
     )
-    draw = jax.jit(lambda p, ids, mask, key: sample(model, p, ids, mask, key, cfg))
+    draw = _compiled_sampler(model, cfg)
     answers, chunk = [], 64
     for start in range(0, len(arrays["prompt_ids"]), chunk):
         ids = arrays["prompt_ids"][start : start + chunk]
