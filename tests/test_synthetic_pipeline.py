@@ -1,12 +1,17 @@
 """A miniature of the default job (``python -m fgjax.train``): every stage runs with the real
 trainers on tiny sizes, prints the table, and a rerun reuses every cached stage."""
 
+import importlib.util
 import json
 
 import pytest
+from conftest import REPO_ROOT
 
-from fgjax import train
+from fgjax import train, train_rm
+from fgjax.config import defaults
+from fgjax.data import rm_builders
 from fgjax.pipelines import synthetic_qa as pipeline
+from fgjax.tokenizers import load_tokenizer
 
 TINY = [
     "--config.data.num_train=64", "--config.data.num_eval=8", "--config.data.vocab_size=400",
@@ -56,3 +61,33 @@ def test_pipeline_end_to_end_and_cached_rerun(tmp_path, capsys):
     rerun = capsys.readouterr().out
     for stage in STAGES:
         assert f"[{stage}] cached" in rerun, stage
+
+    check_r2_world_lm_experiment(tmp_path, capsys)
+
+
+def check_r2_world_lm_experiment(workdir, capsys):
+    """experiments/synthetic_qa/r2_world_lm.py on the miniature workdir: R2 trains on fresh
+    records only and is tested on exactly the pipeline's held-out R2 sentences."""
+    spec = importlib.util.spec_from_file_location(
+        "r2_world_lm", REPO_ROOT / "experiments" / "synthetic_qa" / "r2_world_lm.py")
+    experiment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiment)
+    out = workdir / "r2_world_lm"
+    tiny = [a for a in TINY if not a.startswith("--config.rm.iterations")]
+    experiment.main(["r2_world_lm.py", f"--workdir={workdir}", f"--out={out}", "--fresh=40",
+                     "--lm_steps=2", "--rm_steps=2", *tiny])
+    assert "R2 from the world LM, fresh feedback, 2 steps" in capsys.readouterr().out
+    counts = json.loads((out / "fresh_feedback" / "DONE.json").read_text())
+    assert counts == {"fresh_records": 40, "heldout_records": 256 - int(256 * 0.8),
+                      "seconds": counts["seconds"]}
+    # The pipeline's own split of its feedback, every held-out sentence.
+    config = defaults(train_rm.RM_SCHEMA)
+    config.data.dir, config.data.split, config.data.splitter = str(workdir / "feedback"), \
+        "train", "rules"
+    config.data.num_train, config.data.heldout_fraction, config.data.num_eval = 0, 0.2, 0
+    config.rm.name, config.rm.max_prompt_len, config.rm.max_answer_len = "r2", 96, 40
+    _, held, _ = train_rm.build_examples(config, load_tokenizer(str(workdir / "data" /
+                                                                    "tokenizer")))
+    labelled = int((held["labels"] != rm_builders.IGNORE_LABEL).sum())
+    report = json.loads((out / "rm_r2" / "DONE.json").read_text())["report"]
+    assert report["heldout_examples"] == labelled
