@@ -85,6 +85,12 @@ def segment_arrays(records, name: str, tokenizer, max_prompt_len: int, max_answe
     return examples, arrays
 
 
+def training_records(num_records: int, heldout_fraction: float) -> int:
+    """How many leading feedback records train when the last ``heldout_fraction`` of whole
+    records is held out (``data.num_train = 0``)."""
+    return int(num_records * (1.0 - heldout_fraction))
+
+
 def build_examples(config, tokenizer) -> tuple[dict, dict, np.ndarray]:
     """``(train, held_out, record_of_train)`` arrays for ``rm.name`` (see the module doc)."""
     records = load_feedback_split(config.data.dir, config.data.split)
@@ -107,7 +113,7 @@ def build_examples(config, tokenizer) -> tuple[dict, dict, np.ndarray]:
     record_index = np.array([e.record_index for e in examples])
     n = config.data.num_train
     if n == 0:  # hold out whole records: the last heldout_fraction of them
-        records_kept = int(len(records) * (1.0 - config.data.heldout_fraction))
+        records_kept = training_records(len(records), config.data.heldout_fraction)
         n = int(np.sum(record_index < records_kept))
     if n == 0:
         raise ConfigError(

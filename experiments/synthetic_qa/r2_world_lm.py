@@ -34,6 +34,7 @@ import sys
 
 import numpy as np
 
+from fgjax import train_rm
 from fgjax.config import parse_command_line
 from fgjax.data import synthetic_qa
 from fgjax.data.synthetic_demos import DEFAULT_RATES
@@ -83,9 +84,9 @@ def build_fresh_feedback(config, paths, num: int, stage_dir: str) -> dict:
                for i, e in enumerate(examples)]
     with open(os.path.join(paths["feedback"], "train_feedback.json")) as f:
         policy_records = json.load(f)
-    # The pipeline's R2 test records: the last heldout_fraction of its feedback (train_rm).
-    kept = int(len(policy_records) * (1.0 - config.rm.heldout_fraction))
-    held = policy_records[kept:]
+    # The pipeline's R2 test records: those its train_rm run held out.
+    held = policy_records[train_rm.training_records(len(policy_records),
+                                                    config.rm.heldout_fraction):]
     pipeline._write_json(os.path.join(stage_dir, "train_feedback.json"), records + held)
     for name in ("train.json", "dev.json"):
         shutil.copy(os.path.join(paths["feedback"], name), os.path.join(stage_dir, name))
@@ -115,7 +116,7 @@ def main(argv):
     rm_config.rm.learning_rate = args.rm_learning_rate
     rm_config.rm.num_eval = 0  # every held-out sentence
     total = counts["fresh_records"] + counts["heldout_records"]
-    # train_rm keeps the first int(total * (1 - f)) records: exactly the fresh ones.
+    # train_rm.training_records(total, f) is then exactly the fresh records.
     rm_config.rm.heldout_fraction = (counts["heldout_records"] - 0.5) / total
     rm_paths = dict(paths, sft=os.path.join(out, "world_lm", "hf"),
                     feedback=os.path.join(out, "fresh_feedback"))
