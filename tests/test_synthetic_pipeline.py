@@ -66,8 +66,9 @@ def test_pipeline_end_to_end_and_cached_rerun(tmp_path, capsys):
 
 
 def check_r2_world_lm_experiment(workdir, capsys):
-    """experiments/synthetic_qa/r2_world_lm.py on the miniature workdir: R2 trains on fresh
-    records only and is tested on exactly the pipeline's held-out R2 sentences."""
+    """experiments/synthetic_qa/r2_world_lm.py on the miniature workdir: R2 trains on feedback
+    on the policy's samples for new prompts only and is tested on exactly the pipeline's
+    held-out R2 sentences."""
     spec = importlib.util.spec_from_file_location(
         "r2_world_lm", REPO_ROOT / "experiments" / "synthetic_qa" / "r2_world_lm.py")
     experiment = importlib.util.module_from_spec(spec)
@@ -75,11 +76,11 @@ def check_r2_world_lm_experiment(workdir, capsys):
     out = workdir / "r2_world_lm"
     tiny = [a for a in TINY if not a.startswith("--config.rm.iterations")]
     experiment.main(["r2_world_lm.py", f"--workdir={workdir}", f"--out={out}", "--fresh=40",
-                     "--lm_steps=2", "--rm_steps=2", *tiny])
-    assert "R2 from the world LM, fresh feedback, 2 steps" in capsys.readouterr().out
-    counts = json.loads((out / "fresh_feedback" / "DONE.json").read_text())
-    assert counts == {"fresh_records": 40, "heldout_records": 256 - int(256 * 0.8),
-                      "seconds": counts["seconds"]}
+                     "--prompts=10", "--lm_steps=2", "--rm_steps=2", *tiny])
+    assert "R2 from the world LM, 40 records on policy samples, 2 steps" in \
+        capsys.readouterr().out
+    counts = json.loads((out / "policy_feedback" / "DONE.json").read_text())
+    assert (counts["new_records"], counts["heldout_records"]) == (40, 256 - int(256 * 0.8))
     # The pipeline's own split of its feedback, every held-out sentence.
     config = defaults(train_rm.RM_SCHEMA)
     config.data.dir, config.data.split, config.data.splitter = str(workdir / "feedback"), \

@@ -315,6 +315,19 @@ def stage_paths(workdir: str) -> dict:
     return paths
 
 
+def run_feedback_stages(config, workdir: str) -> dict:
+    """The stages up to the oracle's feedback on the SFT policy's samples: data, SFT, feedback
+    (each cached in ``workdir``); returns their summaries."""
+    paths = stage_paths(workdir)
+    summaries = {"data": run_stage(workdir, "data", lambda d: build_data(config, d))}
+    summaries["sft"] = run_stage(workdir, "sft", lambda d: run_sft(config, paths["data"], d))
+    summaries["feedback"] = run_stage(
+        workdir, "feedback",
+        lambda d: build_feedback(config, paths["data"], os.path.join(workdir, "sft"), d),
+    )
+    return summaries
+
+
 def run(command_line: CommandLine) -> dict:
     config = command_line.config
     runner.validate_config(config, SYNTHETIC_SCHEMA)
@@ -324,12 +337,7 @@ def run(command_line: CommandLine) -> dict:
     workdir = os.path.abspath(command_line.workdir or config.workdir)
     os.makedirs(workdir, exist_ok=True)
     paths = stage_paths(workdir)
-    summaries = {"data": run_stage(workdir, "data", lambda d: build_data(config, d))}
-    summaries["sft"] = run_stage(workdir, "sft", lambda d: run_sft(config, paths["data"], d))
-    summaries["feedback"] = run_stage(
-        workdir, "feedback",
-        lambda d: build_feedback(config, paths["data"], os.path.join(workdir, "sft"), d),
-    )
+    summaries = run_feedback_stages(config, workdir)
     for name in ("r1", "r2", "r3", "holistic"):
         summaries[f"rm_{name}"] = run_stage(
             workdir, f"rm_{name}",
