@@ -20,6 +20,11 @@ class CheckpointError(UserError):
     """A checkpoint is missing, unreadable or does not fit the current run."""
 
 
+class StagePreempted(UserError):
+    """A preemption signal stopped a pipeline stage's trainer after it saved a checkpoint; the
+    stage is not marked finished, and rerunning the same command resumes it."""
+
+
 class TrainingStopped(UserError):
     """A guard stopped training (e.g. too many non-finite updates in a row)."""
 

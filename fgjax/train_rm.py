@@ -290,7 +290,8 @@ def run(command_line: CommandLine) -> dict:
         resume_from=command_line.resume_from,
         abstract_state=trainer.abstract_state,
     )
-    report = {"rm": name, "iterations": result.loop.iteration, **evaluate(result.state.params)}
+    report = {"rm": name, "iterations": result.loop.iteration,
+              "stop_reason": result.stop_reason, **evaluate(result.state.params)}
     if not token_cls:
         report["score_stats"] = score_statistics(model, result.state.params, train, pad,
                                                  cfg.eval_batch_size)

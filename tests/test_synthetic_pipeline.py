@@ -3,6 +3,7 @@ trainers on tiny sizes, prints the table, and a rerun reuses every cached stage.
 
 import importlib.util
 import json
+import os
 
 import pytest
 from conftest import REPO_ROOT
@@ -10,7 +11,9 @@ from conftest import REPO_ROOT
 from fgjax import train, train_rm
 from fgjax.config import defaults
 from fgjax.data import rm_builders
+from fgjax.errors import StagePreempted
 from fgjax.pipelines import synthetic_qa as pipeline
+from fgjax.pipelines.synthetic_config import SYNTHETIC_SCHEMA
 from fgjax.tokenizers import load_tokenizer
 
 TINY = [
@@ -92,3 +95,45 @@ def check_r2_world_lm_experiment(workdir, capsys):
     labelled = int((held["labels"] != rm_builders.IGNORE_LABEL).sum())
     report = json.loads((out / "rm_r2" / "DONE.json").read_text())["report"]
     assert report["heldout_examples"] == labelled
+
+
+def test_a_preempted_stage_is_not_cached_and_resumes_from_its_checkpoint(tmp_path, capsys):
+    calls = []
+
+    def preempted_trainer(stage_dir):
+        calls.append(sorted(os.listdir(stage_dir)))
+        os.makedirs(os.path.join(stage_dir, "checkpoints", "7"))
+        raise StagePreempted("preempted")
+
+    with pytest.raises(StagePreempted):
+        pipeline.run_stage(str(tmp_path), "rm_r2", preempted_trainer)
+    assert not (tmp_path / "rm_r2" / pipeline.DONE).exists()
+
+    def resumed_trainer(stage_dir):
+        calls.append(sorted(os.listdir(os.path.join(stage_dir, "checkpoints"))))
+        return {"resumed": True}
+
+    assert pipeline.run_stage(str(tmp_path), "rm_r2", resumed_trainer)["resumed"]
+    assert calls == [[], ["7"]]  # the checkpoint survived for the trainer to resume from
+    assert "[rm_r2] resuming from its checkpoint" in capsys.readouterr().out
+
+    # An interrupted stage without a checkpoint starts again from an empty folder.
+    (tmp_path / "feedback").mkdir()
+    (tmp_path / "feedback" / "train_feedback.json.tmp").write_text("half written")
+    pipeline.run_stage(str(tmp_path), "feedback", lambda d: {"files": os.listdir(d)})
+    assert json.loads((tmp_path / "feedback" / pipeline.DONE).read_text())["files"] == []
+
+
+@pytest.mark.parametrize("stop_reason, raises", [("preempted", True), ("finished", False)])
+def test_reward_model_stage_fails_when_its_trainer_was_preempted(tmp_path, monkeypatch,
+                                                                 stop_reason, raises):
+    report = {"rm": "r2", "iterations": 3, "stop_reason": stop_reason, "heldout_accuracy": 0.5}
+    monkeypatch.setattr(train_rm, "run", lambda command_line: dict(report))
+    config = defaults(SYNTHETIC_SCHEMA)
+    paths = pipeline.stage_paths(str(tmp_path))
+    if raises:
+        with pytest.raises(StagePreempted, match="rerun the same command to resume"):
+            pipeline.run_reward_model(config, "r2", paths, str(tmp_path / "rm_r2"))
+    else:
+        summary = pipeline.run_reward_model(config, "r2", paths, str(tmp_path / "rm_r2"))
+        assert summary == {"report": {k: v for k, v in report.items() if k != "stop_reason"}}

@@ -36,7 +36,7 @@ from fgjax.data import synthetic_qa
 from fgjax.data.ppo_prompts import qa_prompt_arrays
 from fgjax.data.qa_feedback_files import load_prompts_split
 from fgjax.data.synthetic_oracle import METRIC_TYPES
-from fgjax.errors import ConfigError
+from fgjax.errors import ConfigError, StagePreempted
 from fgjax.models import load_pretrained
 from fgjax.pipelines.rm_agreement import SegmentAgreement
 from fgjax.pipelines.synthetic_config import SYNTHETIC_SCHEMA
@@ -58,10 +58,13 @@ def run_stage(workdir: str, name: str, build: Callable[[str], dict]) -> dict:
             summary = json.load(f)
         print(f"[{name}] cached ({stage_dir})", flush=True)
         return summary
-    if os.path.isdir(stage_dir):
-        shutil.rmtree(stage_dir)  # an interrupted attempt: start the stage again
-    os.makedirs(stage_dir)
-    print(f"[{name}] running ...", flush=True)
+    if os.path.isdir(os.path.join(stage_dir, runner.CHECKPOINT_SUBDIR)):
+        print(f"[{name}] resuming from its checkpoint ...", flush=True)  # the trainer does
+    else:
+        if os.path.isdir(stage_dir):
+            shutil.rmtree(stage_dir)  # an interrupted attempt without a checkpoint: start again
+        os.makedirs(stage_dir)
+        print(f"[{name}] running ...", flush=True)
     started = time.perf_counter()
     summary = build(stage_dir)
     summary["seconds"] = round(time.perf_counter() - started, 1)
@@ -70,6 +73,14 @@ def run_stage(workdir: str, name: str, build: Callable[[str], dict]) -> dict:
     os.replace(done + ".tmp", done)
     print(f"[{name}] done in {summary['seconds']} s", flush=True)
     return summary
+
+
+def _finished(stop_reason: str, stage_dir: str) -> None:
+    """A preempted trainer returns normally after its checkpoint; its stage must not be cached
+    as done (``run_stage`` resumes it from that checkpoint on the next run)."""
+    if stop_reason == "preempted":
+        raise StagePreempted(f"preempted: {stage_dir} keeps its checkpoint; rerun the same "
+                             "command to resume this stage")
 
 
 def _write_json(path: str, payload) -> None:
@@ -129,7 +140,9 @@ def run_sft(config, data_dir: str, stage_dir: str) -> dict:
     target.sft.max_prompt_len = config.data.max_prompt_len
     target.sft.max_answer_len = config.data.max_new_tokens
     target.eval_every = 0
-    return sft.run(CommandLine(target, stage_dir, None))
+    report = sft.run(CommandLine(target, stage_dir, None))
+    _finished(report["stop_reason"], stage_dir)
+    return report
 
 
 @functools.lru_cache(maxsize=8)
@@ -212,6 +225,7 @@ def run_reward_model(config, name: str, paths: dict, stage_dir: str) -> dict:
     target.rm.max_answer_len = config.data.max_new_tokens
     target.eval_every = 0
     report = train_rm.run(CommandLine(target, stage_dir, None))
+    _finished(report.pop("stop_reason"), stage_dir)
     return {"report": report}
 
 
@@ -262,6 +276,7 @@ def run_ppo(config, variant: str, paths: dict, stage_dir: str) -> dict:
                 **agreement(texts)}
 
     result = ppo_job.run(CommandLine(target, stage_dir, None), answer_metrics=oracle_metrics)
+    _finished(result.stop_reason, stage_dir)
     return {"stop_reason": result.stop_reason, "iterations": result.loop.iteration}
 
 
