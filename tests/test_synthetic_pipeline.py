@@ -115,10 +115,11 @@ def test_a_preempted_stage_is_not_cached_and_resumes_from_its_checkpoint(tmp_pat
 
     assert pipeline.run_stage(str(tmp_path), "rm_r2", resumed_trainer)["resumed"]
     assert calls == [[], ["7"]]  # the checkpoint survived for the trainer to resume from
-    assert "[rm_r2] resuming from its checkpoint" in capsys.readouterr().out
+    assert "[rm_r2] resuming from its checkpoint at step 7" in capsys.readouterr().out
 
-    # An interrupted stage without a checkpoint starts again from an empty folder.
-    (tmp_path / "feedback").mkdir()
+    # An interrupted stage without a checkpoint (an empty checkpoint folder: the trainer had
+    # not saved yet) starts again from an empty folder.
+    (tmp_path / "feedback" / "checkpoints").mkdir(parents=True)
     (tmp_path / "feedback" / "train_feedback.json.tmp").write_text("half written")
     pipeline.run_stage(str(tmp_path), "feedback", lambda d: {"files": os.listdir(d)})
     assert json.loads((tmp_path / "feedback" / pipeline.DONE).read_text())["files"] == []

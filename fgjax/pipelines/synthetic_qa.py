@@ -30,6 +30,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from fgjax import checkpoint as ckpt
 from fgjax import runner, sft, train_rm
 from fgjax.config import CommandLine, defaults
 from fgjax.data import synthetic_qa
@@ -58,8 +59,9 @@ def run_stage(workdir: str, name: str, build: Callable[[str], dict]) -> dict:
             summary = json.load(f)
         print(f"[{name}] cached ({stage_dir})", flush=True)
         return summary
-    if os.path.isdir(os.path.join(stage_dir, runner.CHECKPOINT_SUBDIR)):
-        print(f"[{name}] resuming from its checkpoint ...", flush=True)  # the trainer does
+    saved = ckpt.step_dirs(os.path.join(stage_dir, runner.CHECKPOINT_SUBDIR))
+    if saved:  # a preempted trainer: it resumes from its latest checkpoint
+        print(f"[{name}] resuming from its checkpoint at step {saved[-1]} ...", flush=True)
     else:
         if os.path.isdir(stage_dir):
             shutil.rmtree(stage_dir)  # an interrupted attempt without a checkpoint: start again
