@@ -215,7 +215,7 @@ def run_reward_model(config, name: str, paths: dict, stage_dir: str) -> dict:
     target.data.num_train = 0  # all examples of the first records; the rest held out
     target.data.heldout_fraction = config.rm.heldout_fraction
     target.data.num_eval = config.rm.num_eval
-    target.data.num_train_eval = config.rm.num_eval
+    target.data.num_train_eval = config.rm.num_train_eval
     target.rm.eval_batch_size = 64
     target.data.splitter = "rules"
     target.tokenizer.path = paths["tokenizer"]
