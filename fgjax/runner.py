@@ -14,6 +14,7 @@ on stderr and exit status 2.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -279,12 +280,20 @@ def main(
     from fgjax.sharding import maybe_initialize_distributed
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with user_errors_as_one_line():
         command_line = parse_command_line(
             sys.argv if argv is None else argv, default_config, schema
         )
         maybe_initialize_distributed()
         run(command_line)
+
+
+@contextlib.contextmanager
+def user_errors_as_one_line():
+    """A ``UserError`` inside becomes one ``error: ...`` line on stderr and exit status 2 (a
+    traceback is for bugs, not for a bad flag or a preempted run)."""
+    try:
+        yield
     except UserError as err:
         message = " ".join(str(err).split("\n"))
         print(f"error: {message}", file=sys.stderr, flush=True)

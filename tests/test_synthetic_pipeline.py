@@ -4,6 +4,8 @@ trainers on tiny sizes, prints the table, and a rerun reuses every cached stage.
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from conftest import REPO_ROOT
@@ -138,3 +140,17 @@ def test_reward_model_stage_fails_when_its_trainer_was_preempted(tmp_path, monke
     else:
         summary = pipeline.run_reward_model(config, "r2", paths, str(tmp_path / "rm_r2"))
         assert summary == {"report": {k: v for k, v in report.items() if k != "stop_reason"}}
+
+
+@pytest.mark.parametrize("script", ["run.py", "r2_world_lm.py"])
+def test_experiment_scripts_reject_a_bad_config_in_one_line_before_any_stage(tmp_path, script):
+    workdir, out = tmp_path / "workdir", tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "experiments" / "synthetic_qa" / script),
+         f"--workdir={workdir}", f"--out={out}", "--config.sft.iterations=0"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == \
+        "error: config key 'sft.iterations' = 0; allowed: an integer >= 1"
+    assert not workdir.exists() and not out.exists()

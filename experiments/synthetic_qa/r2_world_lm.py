@@ -34,7 +34,7 @@ import sys
 
 import numpy as np
 
-from fgjax import train_rm
+from fgjax import runner, train_rm
 from fgjax.config import parse_command_line
 from fgjax.data import synthetic_qa
 from fgjax.pipelines import synthetic_qa as pipeline
@@ -137,4 +137,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    with runner.user_errors_as_one_line():
+        main(sys.argv)

@@ -30,6 +30,7 @@ import sys
 
 import numpy as np
 
+from fgjax import runner
 from fgjax.config import CommandLine, parse_command_line
 from fgjax.data.synthetic_oracle import METRIC_TYPES
 from fgjax.pipelines import synthetic_qa as pipeline
@@ -203,4 +204,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    with runner.user_errors_as_one_line():
+        main(sys.argv)

@@ -332,9 +332,18 @@ def stage_paths(workdir: str) -> dict:
     return paths
 
 
+def validate(config) -> None:
+    """The schema's checks and the pipeline's own, before any stage runs."""
+    runner.validate_config(config, SYNTHETIC_SCHEMA)
+    if config.rm.feedback_per_prompt > 4:
+        raise ConfigError(f"config key 'rm.feedback_per_prompt' = {config.rm.feedback_per_prompt}"
+                          ": allowed 1..4 (one record per sample of the four)")
+
+
 def run_feedback_stages(config, workdir: str) -> dict:
     """The stages up to the oracle's feedback on the SFT policy's samples: data, SFT, feedback
     (each cached in ``workdir``); returns their summaries."""
+    validate(config)
     paths = stage_paths(workdir)
     summaries = {"data": run_stage(workdir, "data", lambda d: build_data(config, d))}
     summaries["sft"] = run_stage(workdir, "sft", lambda d: run_sft(config, paths["data"], d))
@@ -347,10 +356,7 @@ def run_feedback_stages(config, workdir: str) -> dict:
 
 def run(command_line: CommandLine) -> dict:
     config = command_line.config
-    runner.validate_config(config, SYNTHETIC_SCHEMA)
-    if config.rm.feedback_per_prompt > 4:
-        raise ConfigError(f"config key 'rm.feedback_per_prompt' = {config.rm.feedback_per_prompt}"
-                          ": allowed 1..4 (one record per sample of the four)")
+    validate(config)
     workdir = os.path.abspath(command_line.workdir or config.workdir)
     os.makedirs(workdir, exist_ok=True)
     paths = stage_paths(workdir)
