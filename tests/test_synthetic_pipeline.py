@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from fgjax import train, train_rm
-from fgjax.config import defaults
+from fgjax.config import CommandLine, defaults
 from fgjax.data import rm_builders
 from fgjax.errors import StagePreempted
 from fgjax.pipelines import synthetic_qa as pipeline
@@ -70,14 +70,43 @@ def test_pipeline_end_to_end_and_cached_rerun(tmp_path, capsys):
     check_r2_world_lm_experiment(tmp_path, capsys)
 
 
-def check_r2_world_lm_experiment(workdir, capsys):
-    """experiments/synthetic_qa/r2_world_lm.py on the miniature workdir: R2 trains on feedback
-    on the policy's samples for new prompts only and is tested on exactly the pipeline's
-    held-out R2 sentences."""
+def _r2_world_lm_module():
     spec = importlib.util.spec_from_file_location(
         "r2_world_lm", REPO_ROOT / "experiments" / "synthetic_qa" / "r2_world_lm.py")
     experiment = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(experiment)
+    return experiment
+
+
+def test_r2_world_lm_ppo_runs_the_pipeline_with_its_r2_and_the_stages_that_do_not_read_r2(
+        tmp_path, monkeypatch):
+    experiment = _r2_world_lm_module()
+    workdir, out = tmp_path / "workdir", tmp_path / "out"
+    for name in ("data", "sft", "feedback", "rm_r1", "rm_r2", "ppo_fine_grained", "evaluate"):
+        (workdir / name).mkdir(parents=True)
+        (workdir / name / pipeline.DONE).write_text(json.dumps({"from": "workdir"}))
+    (workdir / "rm_r3").mkdir()  # unfinished: runs again there
+    (out / "rm_r2").mkdir(parents=True)
+    (out / "rm_r2" / pipeline.DONE).write_text(json.dumps({"from": "out"}))
+    runs = []
+    monkeypatch.setattr(experiment.pipeline, "run", lambda command_line: runs.append(
+        command_line.workdir))
+    config = defaults(SYNTHETIC_SCHEMA)
+    experiment.run_pipeline_with_this_r2(CommandLine(config, str(workdir), None), str(workdir),
+                                         str(out))
+    target = out / "pipeline"
+    assert runs == [str(target)]
+    assert sorted(p.name for p in target.iterdir()) == ["data", "feedback", "rm_r1", "rm_r2",
+                                                         "sft"]
+    assert json.loads((target / "rm_r2" / pipeline.DONE).read_text()) == {"from": "out"}
+    assert json.loads((target / "rm_r1" / pipeline.DONE).read_text()) == {"from": "workdir"}
+
+
+def check_r2_world_lm_experiment(workdir, capsys):
+    """experiments/synthetic_qa/r2_world_lm.py on the miniature workdir: R2 trains on feedback
+    on the policy's samples for new prompts only and is tested on exactly the pipeline's
+    held-out R2 sentences."""
+    experiment = _r2_world_lm_module()
     out = workdir / "r2_world_lm"
     tiny = [a for a in TINY if not a.startswith("--config.rm.iterations")]
     experiment.main(["r2_world_lm.py", f"--workdir={workdir}", f"--out={out}", "--fresh=40",

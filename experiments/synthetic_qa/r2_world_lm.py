@@ -15,6 +15,8 @@ the nearest thing the world allows, and its pre-training is a deviation to repor
    4 samples of the SFT policy each, oracle feedback, one record per rotation. The pipeline's
    held-out feedback records come last and are the test set.
 3. ``rm_r2``: ``fgjax.train_rm`` R2 (the pipeline's RM stage) from ``world_lm``'s backbone.
+4. With ``--ppo``: the pipeline in ``<out>/pipeline`` with this R2 as its ``rm_r2``:
+   fine-grained PPO on this R2, holistic PPO as in the pipeline, the oracle's table.
 
 ``--workdir`` is a ``python -m fgjax.train`` workdir: its tokenizer, SFT policy and feedback
 are reused, and its data, SFT and feedback stages run first where they have not (pass the same
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -54,6 +57,9 @@ def parse_args(argv):
                         help="other new questions: 4 policy samples each, oracle feedback")
     parser.add_argument("--rm_steps", type=int, default=6000, help="R2 steps")
     parser.add_argument("--rm_learning_rate", type=float, default=3e-4)
+    parser.add_argument("--ppo", action="store_true",
+                        help="then run the pipeline's remaining stages (the other RMs, both "
+                             "PPO variants, evaluation) in <out>/pipeline with this R2")
     args, rest = parser.parse_known_args(argv[1:])
     command_line = parse_command_line([argv[0], *rest], DEFAULT_CONFIG, SYNTHETIC_SCHEMA)
     if not command_line.workdir:
@@ -134,6 +140,26 @@ def main(argv):
     print(f"  R2 from the world LM, {counts['new_records']} records on policy samples, "
           f"{args.rm_steps} steps: "
           f"{report['heldout_accuracy']:.3f}")
+    if args.ppo:
+        run_pipeline_with_this_r2(command_line, workdir, out)
+
+
+def run_pipeline_with_this_r2(command_line, workdir: str, out: str) -> dict:
+    """``pipeline.run`` in ``<out>/pipeline`` with this experiment's R2 as its ``rm_r2``. The
+    workdir's finished stages that do not read R2 are copied there (data, SFT, feedback, the
+    other RMs, holistic PPO); the rest (fine-grained PPO, evaluation) run on this R2."""
+    target = os.path.join(out, "pipeline")
+    os.makedirs(target, exist_ok=True)
+    copies = {name: os.path.join(workdir, name)
+              for name in ("data", "sft", "feedback", "rm_r1", "rm_r3", "rm_holistic",
+                           "ppo_holistic")
+              if os.path.isfile(os.path.join(workdir, name, pipeline.DONE))}
+    copies["rm_r2"] = os.path.join(out, "rm_r2")
+    for name, source in copies.items():
+        if not os.path.isfile(os.path.join(target, name, pipeline.DONE)):
+            shutil.rmtree(os.path.join(target, name), ignore_errors=True)
+            shutil.copytree(source, os.path.join(target, name))
+    return pipeline.run(dataclasses.replace(command_line, workdir=target))
 
 
 if __name__ == "__main__":
