@@ -99,3 +99,36 @@ def test_held_out_records_are_disjoint_and_weights_balance(tokenizer_dir, qa_fee
     with pytest.raises(ValueError, match="needs both labels"):
         train_rm.class_weights(np.array([0, 0]), "balanced")
     assert len(set(train_records)) < 50  # several pairs per record
+
+
+def test_a_reward_model_from_an_lm_checkpoint_keeps_its_backbone_and_inits_only_the_head(
+        tmp_path):
+    import jax
+    import ml_collections
+
+    from fgjax.models import build_model, load_pretrained, save_pretrained
+    from fgjax.trainer import supervised
+
+    class Vocabulary:
+        pad_token_id, eos_token_id = 0, 1
+
+        def __len__(self):
+            return 50
+
+    sizes = ml_collections.ConfigDict(dict(family="gpt2", hidden_size=16, intermediate_size=32,
+                                           num_layers=1, num_heads=2, max_positions=64))
+    lm = build_model(supervised.fresh_hf_config(sizes, Vocabulary(), 2), "lm")
+    save_pretrained(lm, lm.init(jax.random.key(1)), str(tmp_path))
+    _, lm_params = load_pretrained(str(tmp_path), "lm")
+    model, params = supervised._load_with_fresh_head(str(tmp_path), "token_cls", 2,
+                                                     jax.random.key(3))
+    flat = lambda tree: {jax.tree_util.keystr(k): np.asarray(v)
+                         for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+    got, backbone = flat(params), flat(lm_params)
+    assert set(got) - set(backbone) == {"['score']['bias']", "['score']['kernel']"}
+    for name, value in backbone.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    # The head is the model's own initialiser's draw for this key, not zeros.
+    expected = flat(model.init(jax.random.key(3)))["['score']['kernel']"]
+    np.testing.assert_array_equal(got["['score']['kernel']"], expected)
+    assert np.abs(expected).sum() > 0
