@@ -15,4 +15,5 @@ def get_config():
     config = synthetic_defaults()
     config.workdir = "runs/synthetic_qa"  # stages are cached here; a rerun skips finished ones
     config.checkpoint.keep_best = 0  # the pipeline ranks nothing; each stage keeps its own
+    config.checkpoint.every = 200  # training stages also save at the end and on SIGTERM
     return config

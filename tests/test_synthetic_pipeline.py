@@ -27,6 +27,7 @@ TINY = [
     "--config.rm.num_eval=8",
     "--config.ppo.iterations=2", "--config.ppo.prompts_per_rollout=8",
     "--config.ppo.minibatch_size=16", "--config.ppo.epochs=1", "--config.ppo.eval_every=1",
+    "--config.checkpoint.every=100",
 ]
 STAGES = ("data", "sft", "feedback", "rm_r1", "rm_r2", "rm_r3", "rm_holistic",
           "ppo_fine_grained", "ppo_holistic", "evaluate")
@@ -44,6 +45,9 @@ def test_pipeline_end_to_end_and_cached_rerun(tmp_path, capsys):
     assert "oracle error rate" in out and "fine-grained RLHF" in out and "holistic RLHF" in out
     for stage in STAGES:
         assert (tmp_path / stage / "DONE.json").is_file(), stage
+    # Training stages checkpoint every checkpoint.every steps, so a crash loses at most that.
+    assert sorted(p.name for p in (tmp_path / "sft" / "checkpoints").iterdir()
+                  if p.name.isdigit()) == ["100", "150"]
     summary = json.loads((tmp_path / "summary.json").read_text())
     results = summary["evaluate"]["results"]
     assert set(results) == {"SFT", "holistic RLHF", "fine-grained RLHF"}

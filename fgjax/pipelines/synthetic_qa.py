@@ -101,10 +101,11 @@ def _tiny_model_config(config, target):
     target.model.max_positions = m.max_positions
 
 
-def _quiet_runner_config(target, iterations: int, seed: int):
-    target.seed = seed
+def _quiet_runner_config(target, iterations: int, config):
+    target.seed = config.seed
     target.num_iterations = iterations
-    target.checkpoint.every = iterations
+    # A crash loses at most checkpoint.every steps: run_stage resumes from the last one.
+    target.checkpoint.every = min(iterations, config.checkpoint.every)
     target.checkpoint.keep_best = 0
     target.logging.progress = False
     target.logging.plot = False
@@ -132,7 +133,7 @@ def build_data(config, stage_dir: str) -> dict:
 
 def run_sft(config, data_dir: str, stage_dir: str) -> dict:
     target = defaults(sft.SFT_SCHEMA)
-    _quiet_runner_config(target, config.sft.iterations, config.seed)
+    _quiet_runner_config(target, config.sft.iterations, config)
     _tiny_model_config(config, target)
     target.data.dir, target.data.split = data_dir, "train"
     target.data.num_eval = 64
@@ -207,7 +208,7 @@ def build_feedback(config, data_dir: str, sft_dir: str, stage_dir: str) -> dict:
 
 def run_reward_model(config, name: str, paths: dict, stage_dir: str) -> dict:
     target = defaults(train_rm.RM_SCHEMA)
-    _quiet_runner_config(target, config.rm.iterations, config.seed)
+    _quiet_runner_config(target, config.rm.iterations, config)
     _tiny_model_config(config, target)
     if config.rm.init == "sft":  # the policy's backbone, a fresh head
         target.model.path = paths["sft"]
@@ -233,7 +234,7 @@ def run_reward_model(config, name: str, paths: dict, stage_dir: str) -> dict:
 
 def run_ppo(config, variant: str, paths: dict, stage_dir: str) -> dict:
     target = defaults(PPO_SCHEMA)
-    _quiet_runner_config(target, config.ppo.iterations, config.seed)
+    _quiet_runner_config(target, config.ppo.iterations, config)
     target.data.dir = paths["feedback"]
     target.data.train_split, target.data.eval_split = "train", "dev"
     target.data.max_prompt_len = target.data.max_rm_prompt_len = config.data.max_prompt_len
@@ -252,7 +253,7 @@ def run_ppo(config, variant: str, paths: dict, stage_dir: str) -> dict:
     target.optim.learning_rate = p.learning_rate
     target.optim.warmup_steps = p.warmup_steps
     target.eval_every = p.eval_every
-    target.logging.plot = True  # ppo_*/metrics.png: rewards, KL, length, oracle error rate
+    target.logging.plot = True  # ppo_*/curves.png: rewards, KL, length, oracle error rate
     target.data.eval_prompts = config.data.num_eval
     if variant == "holistic":
         target.rewards.use = ("holistic",)
