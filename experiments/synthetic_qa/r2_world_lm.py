@@ -1,7 +1,7 @@
 """R2 from a backbone pre-trained on the world's gold answers, trained on the policy's samples.
 
     python experiments/synthetic_qa/r2_world_lm.py --workdir=runs/synthetic_qa_exp/seed0 \
-        --out=runs/r2_world_lm [--lm_steps=2000 --fresh=20000 --prompts=20000 --rm_steps=6000]
+        --out=runs/r2_world_lm [--lm_steps=2000 --fresh=20000 --prompts=20000 --rm_steps=9000 --ppo]
 
 The default R2 (from the SFT policy, ~3,300 feedback records) stays near 0.62 held-out: it
 memorises its records and never learns to check a clause against the passages (REPORT.md).
@@ -55,7 +55,7 @@ def parse_args(argv):
     parser.add_argument("--lm_steps", type=int, default=2000, help="world-LM steps (32 rows)")
     parser.add_argument("--prompts", type=int, default=20000,
                         help="other new questions: 4 policy samples each, oracle feedback")
-    parser.add_argument("--rm_steps", type=int, default=6000, help="R2 steps")
+    parser.add_argument("--rm_steps", type=int, default=9000, help="R2 steps")
     parser.add_argument("--rm_learning_rate", type=float, default=3e-4)
     parser.add_argument("--ppo", action="store_true",
                         help="then run the pipeline's remaining stages (the other RMs, both "
