@@ -43,6 +43,10 @@ def test_pipeline_end_to_end_and_cached_rerun(tmp_path, capsys):
     assert (after.misses - before.misses, after.hits - before.hits) == (2, 2)
     out = capsys.readouterr().out
     assert "oracle error rate" in out and "fine-grained RLHF" in out and "holistic RLHF" in out
+    assert "sampled answers to the train prompts (the feedback's): Irrelevant " in out
+    assert f"PPO curves: {tmp_path}/ppo_*/curves.png" in out
+    for variant in ("ppo_fine_grained", "ppo_holistic"):
+        assert (tmp_path / variant / "curves.png").is_file(), variant
     for stage in STAGES:
         assert (tmp_path / stage / "DONE.json").is_file(), stage
     # Training stages checkpoint every checkpoint.every steps, so a crash loses at most that.
@@ -71,15 +75,43 @@ def test_pipeline_end_to_end_and_cached_rerun(tmp_path, capsys):
     for stage in STAGES:
         assert f"[{stage}] cached" in rerun, stage
 
+    check_seed_experiment_report(tmp_path, summary)
     check_r2_world_lm_experiment(tmp_path, capsys)
 
 
-def _r2_world_lm_module():
+def _experiment_module(script: str):
     spec = importlib.util.spec_from_file_location(
-        "r2_world_lm", REPO_ROOT / "experiments" / "synthetic_qa" / "r2_world_lm.py")
+        script.removesuffix(".py"), REPO_ROOT / "experiments" / "synthetic_qa" / script)
     experiment = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(experiment)
     return experiment
+
+
+def _r2_world_lm_module():
+    return _experiment_module("r2_world_lm.py")
+
+
+def check_seed_experiment_report(workdir, summary):
+    """experiments/synthetic_qa/run.py on the miniature workdir (as its seed 0, every stage
+    cached, no steering): its tables and plots come from the seed's own summary."""
+    experiment = _experiment_module("run.py")
+    exp, out = workdir.parent / f"{workdir.name}_exp", workdir.parent / f"{workdir.name}_out"
+    exp.mkdir()
+    (exp / "seed0").symlink_to(workdir)
+    experiment.main(["run.py", "--seeds=0", "--steer_seeds=", f"--workdir={exp}",
+                     f"--out={out}", *TINY])
+    report = (out / "results.md").read_text()
+    for name in ("curves_error_rates.png", "curves_rm_accuracy.png", "results.json"):
+        assert (out / name).is_file(), name
+    sft, sampled = summary["evaluate"]["results"]["SFT"], summary["feedback"]["sft_samples"]
+    key = "error_rate/Irrelevant"
+    assert f"| Irrelevant | {sft[key]:.3f} / {sampled[key]:.3f} |" in report
+    fine = summary["evaluate"]["results"]["fine-grained RLHF"]
+    assert f"| 0 | {sft['error_rate/any']:.3f} / {sft['errors_per_answer']:.3f} |" in report
+    assert f"| {fine['error_rate/any']:.3f} / {fine['errors_per_answer']:.3f} |" in report
+    total = sum(s["seconds"] for s in summary.values() if "seconds" in s)
+    assert f"| total | {total:.0f} |" in report
+    assert "(no steering runs)" in report
 
 
 def test_r2_world_lm_ppo_runs_the_pipeline_with_its_r2_and_the_stages_that_do_not_read_r2(

@@ -47,7 +47,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--steer_seeds", default=None,
-                        help="seeds with the two weight-steering runs (default: all)")
+                        help="seeds with the two weight-steering runs (default: all; '' for none)")
     parser.add_argument("--r1_high", type=float, default=3.0, help="R1 weight of the R1 run")
     parser.add_argument("--r3_high", type=float, default=3.0, help="R3 weight of the R3 run")
     parser.add_argument("--out", default=HERE, help="folder for results.md / plots")
@@ -56,7 +56,8 @@ def parse_args(argv):
         rest.append("--workdir=runs/synthetic_qa_exp")
     command_line = parse_command_line([argv[0], *rest], DEFAULT_CONFIG, SYNTHETIC_SCHEMA)
     seeds = [int(s) for s in args.seeds.split(",")]
-    steer = seeds if args.steer_seeds is None else [int(s) for s in args.steer_seeds.split(",")]
+    steer = seeds if args.steer_seeds is None else [int(s) for s in args.steer_seeds.split(",")
+                                                    if s]
     return args, command_line, seeds, steer
 
 
@@ -67,6 +68,12 @@ def run_seed(base: CommandLine, seed: int, steer: bool, args) -> dict:
     evaluation = pipeline.run(CommandLine(config, workdir, None))
     paths = pipeline.stage_paths(workdir)
     out = {"final": evaluation["results"], "rm": {}, "curves": {}, "steering": None}
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
+    # The oracle on the SFT policy's sampled answers to the train prompts (the first of the 4
+    # samples per prompt), the answers the feedback is given on.
+    out["sft_samples"] = summary["feedback"]["sft_samples"]
+    out["seconds"] = {stage: s["seconds"] for stage, s in summary.items() if "seconds" in s}
     for name in ("r1", "r2", "r3", "holistic"):
         with open(os.path.join(workdir, f"rm_{name}", "rm_report.json")) as f:
             out["rm"][name] = json.load(f)
@@ -86,6 +93,9 @@ def run_seed(base: CommandLine, seed: int, steer: bool, args) -> dict:
         steering = pipeline.run_stage(workdir, "evaluate_steering", lambda d: pipeline.
                                    evaluate_policies(config, paths, d, policies))
         out["steering"] = steering["results"]
+        for stage in ("ppo_steer_r1", "ppo_steer_r3", "evaluate_steering"):
+            with open(os.path.join(workdir, stage, pipeline.DONE)) as f:
+                out["seconds"][stage] = json.load(f)["seconds"]
     return out
 
 
@@ -113,6 +123,41 @@ def final_table(per_seed: list[dict]) -> str:
     for key in CURVE_KEYS:
         cells = [mean_std([s["final"][n][key] for s in per_seed]) for n in names]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_seed_table(seeds: list[int], per_seed: list[dict]) -> str:
+    names = list(per_seed[0]["final"])
+    lines = ["| seed | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for seed, s in zip(seeds, per_seed):
+        cells = [f"{s['final'][n]['error_rate/any']:.3f} / {s['final'][n]['errors_per_answer']:.3f}"
+                 for n in names]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sft_rates_table(seeds: list[int], per_seed: list[dict]) -> str:
+    """The SFT policy's error rates per seed: greedy answers to the held-out prompts (the
+    evaluation) and sampled answers to the train prompts (what the feedback is given on)."""
+    head = " | ".join(f"seed {k}" for k in seeds)
+    lines = [f"| error type | {head} | min over seeds |", "|---" * (len(seeds) + 2) + "|"]
+    for error in (*METRIC_TYPES, "any"):
+        key = f"error_rate/{error}"
+        pairs = [(s["final"]["SFT"][key], s["sft_samples"][key]) for s in per_seed]
+        cells = [f"{greedy:.3f} / {sampled:.3f}" for greedy, sampled in pairs]
+        low = f"{min(p[0] for p in pairs):.3f} / {min(p[1] for p in pairs):.3f}"
+        lines.append(f"| {error} | " + " | ".join(cells) + f" | {low} |")
+    return "\n".join(lines)
+
+
+def seconds_table(seeds: list[int], per_seed: list[dict]) -> str:
+    stages = list(dict.fromkeys(k for s in per_seed for k in s["seconds"]))
+    head = " | ".join(f"seed {k}" for k in seeds)
+    lines = [f"| stage | {head} |", "|---" * (len(seeds) + 1) + "|"]
+    rows = {stage: [s["seconds"].get(stage, 0.0) for s in per_seed] for stage in stages}
+    rows["total"] = [sum(s["seconds"].values()) for s in per_seed]
+    for stage, values in rows.items():
+        lines.append(f"| {stage} | " + " | ".join(f"{v:.0f}" for v in values) + " |")
     return "\n".join(lines)
 
 
@@ -191,10 +236,17 @@ def main(argv):
         f"seeds: {seeds}; steering seeds: {steer}; workdir: {command_line.workdir}",
         "## Final oracle metrics on held-out prompts (mean +- std over seeds)",
         final_table(per_seed),
+        "## Per seed: error_rate/any / errors_per_answer (held-out, greedy)",
+        per_seed_table(seeds, per_seed),
+        "## SFT error rates per seed: greedy held-out answers / sampled train answers "
+        "(the feedback's)",
+        sft_rates_table(seeds, per_seed),
         "## Reward models against the oracle (held-out feedback records)",
         rm_table(per_seed),
         f"## Weight steering (fine-grained RLHF; R1 x{args.r1_high:g}, R3 x{args.r3_high:g})",
         steering_table(per_seed),
+        "## Seconds per stage (as run; a cached stage keeps the time of its run)",
+        seconds_table(seeds, per_seed),
     ])
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(report + "\n")

@@ -380,12 +380,17 @@ def run(command_line: CommandLine) -> dict:
         held = {k: v for k, v in report.items() if k.startswith("heldout")}
         rm_lines.append(f"  {name:9} " + ", ".join(f"{k} {v:.3f}" for k, v in held.items()
                                                    if isinstance(v, float)))
+    samples = summaries["feedback"]["sft_samples"]
+    sampled = ("the SFT policy's sampled answers to the train prompts (the feedback's): "
+               + ", ".join(f"{t} {samples[f'error_rate/{t}']:.3f}" for t in (*METRIC_TYPES, "any")))
     print()
     print(table)
+    print(sampled)
     print("reward models vs the oracle on held-out answers:")
     print("\n".join(rm_lines))
-    print(f"checkpoints: {workdir}/<stage>/ ; PPO curves: {workdir}/ppo_*/metrics.jsonl")
+    print(f"checkpoints: {workdir}/<stage>/ ; PPO curves: {workdir}/ppo_*/curves.png "
+          "(numbers: metrics.jsonl)")
     _write_json(os.path.join(workdir, "summary.json"), summaries | {"evaluate": evaluation})
     with open(os.path.join(workdir, "results.txt"), "w") as f:
-        f.write(table + "\n")
+        f.write(table + "\n" + sampled + "\n")
     return evaluation
