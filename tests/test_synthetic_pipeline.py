@@ -108,7 +108,10 @@ def check_seed_experiment_report(workdir, summary):
     assert f"| Irrelevant | {sft[key]:.3f} / {sampled[key]:.3f} |" in report
     fine = summary["evaluate"]["results"]["fine-grained RLHF"]
     assert f"| 0 | {sft['error_rate/any']:.3f} / {sft['errors_per_answer']:.3f} |" in report
-    assert f"| {fine['error_rate/any']:.3f} / {fine['errors_per_answer']:.3f} |" in report
+    gap = summary["evaluate"]["results"]["holistic RLHF"]["error_rate/any"] - \
+        fine["error_rate/any"]
+    assert f"| {fine['error_rate/any']:.3f} / {fine['errors_per_answer']:.3f} | {gap:+.3f} |" \
+        in report
     total = sum(s["seconds"] for s in summary.values() if "seconds" in s)
     assert f"| total | {total:.0f} |" in report
     assert "(no steering runs)" in report

@@ -10,7 +10,9 @@ weight raised and one with R3's weight raised (``--r1_high`` / ``--r3_high``), e
 oracle like the others. Then, in ``--out`` (default: this folder):
 
 - ``results.md``: final oracle error rates (mean +- std over seeds) of SFT, holistic and
-  fine-grained RLHF, the reward models' held-out agreement with the oracle, the steering table;
+  fine-grained RLHF, per seed with the paired gap, the SFT policy's error rates per seed
+  (greedy held-out and sampled train answers), the reward models' held-out agreement with the
+  oracle, the steering table and the seconds per stage;
 - ``curves_error_rates.png``: oracle error rates of the greedy held-out answers per PPO
   iteration, fine-grained vs holistic (mean line, min-max band over seeds);
 - ``curves_rm_accuracy.png``: R1 / R2 segment accuracy against the oracle on those answers
@@ -113,8 +115,9 @@ def read_eval_curve(ppo_dir: str, start: dict) -> dict:
 
 
 def mean_std(values) -> str:
+    """Mean +- the sample standard deviation (ddof 1) over seeds; 0 for one seed."""
     values = np.asarray(values, np.float64)
-    return f"{values.mean():.3f} +- {values.std():.3f}"
+    return f"{values.mean():.3f} +- {values.std(ddof=1 if len(values) > 1 else 0):.3f}"
 
 
 def final_table(per_seed: list[dict]) -> str:
@@ -127,12 +130,22 @@ def final_table(per_seed: list[dict]) -> str:
 
 
 def per_seed_table(seeds: list[int], per_seed: list[dict]) -> str:
+    """error_rate/any / errors_per_answer of each policy per seed, and the paired gap
+    holistic - fine-grained of error_rate/any (positive: fine-grained RLHF is better)."""
     names = list(per_seed[0]["final"])
-    lines = ["| seed | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines = ["| seed | " + " | ".join(names) + " | holistic - fine-grained, any |",
+             "|---" * (len(names) + 2) + "|"]
+    gaps = []
     for seed, s in zip(seeds, per_seed):
-        cells = [f"{s['final'][n]['error_rate/any']:.3f} / {s['final'][n]['errors_per_answer']:.3f}"
+        final = s["final"]
+        cells = [f"{final[n]['error_rate/any']:.3f} / {final[n]['errors_per_answer']:.3f}"
                  for n in names]
-        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+        gaps.append(final["holistic RLHF"]["error_rate/any"]
+                    - final["fine-grained RLHF"]["error_rate/any"])
+        lines.append(f"| {seed} | " + " | ".join(cells) + f" | {gaps[-1]:+.3f} |")
+    lines.append("| mean +- std | " + " | ".join(
+        mean_std([s["final"][n]["error_rate/any"] for s in per_seed]) for n in names)
+        + f" | {mean_std(gaps)} |")
     return "\n".join(lines)
 
 
@@ -234,7 +247,7 @@ def main(argv):
                 "R1 / R2 agreement with the oracle on the policy's answers")
     report = "\n\n".join([
         f"seeds: {seeds}; steering seeds: {steer}; workdir: {command_line.workdir}",
-        "## Final oracle metrics on held-out prompts (mean +- std over seeds)",
+        "## Final oracle metrics on held-out prompts (mean +- sample std over seeds)",
         final_table(per_seed),
         "## Per seed: error_rate/any / errors_per_answer (held-out, greedy)",
         per_seed_table(seeds, per_seed),
