@@ -1,7 +1,9 @@
 """A miniature of the default job (``python -m fgjax.train``): every stage runs with the real
 trainers on tiny sizes, prints the table, and a rerun reuses every cached stage."""
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -33,36 +35,45 @@ STAGES = ("data", "sft", "feedback", "rm_r1", "rm_r2", "rm_r3", "rm_holistic",
           "ppo_fine_grained", "ppo_holistic", "evaluate")
 
 
-@pytest.mark.slow
-def test_pipeline_end_to_end_and_cached_rerun(tmp_path, capsys):
-    argv = ["fgjax.train", f"--workdir={tmp_path}", *TINY]
+@pytest.fixture(scope="module")
+def miniature(tmp_path_factory):
+    """The miniature pipeline, run once for this module's tests: its workdir and output."""
+    workdir = tmp_path_factory.mktemp("miniature")
     before = pipeline._compiled_sampler.cache_info()
-    train.main(argv)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        train.main(["fgjax.train", f"--workdir={workdir}", *TINY])
     after = pipeline._compiled_sampler.cache_info()
+    sampler_compiles = (after.misses - before.misses, after.hits - before.hits)
+    return workdir, printed.getvalue(), sampler_compiles
+
+
+@pytest.mark.slow  # runs the miniature pipeline when it runs first
+def test_miniature_pipeline_runs_every_stage_and_prints_the_table(miniature):
+    workdir, out, sampler_compiles = miniature
     # Two samplers compile (4 feedback samples; greedy evaluation), shared by the 3 policies.
-    assert (after.misses - before.misses, after.hits - before.hits) == (2, 2)
-    out = capsys.readouterr().out
+    assert sampler_compiles == (2, 2)
     assert "oracle error rate" in out and "fine-grained RLHF" in out and "holistic RLHF" in out
     assert "sampled answers to the train prompts (the feedback's): Irrelevant " in out
-    assert f"PPO curves: {tmp_path}/ppo_*/curves.png" in out
+    assert f"PPO curves: {workdir}/ppo_*/curves.png" in out
     for variant in ("ppo_fine_grained", "ppo_holistic"):
-        assert (tmp_path / variant / "curves.png").is_file(), variant
+        assert (workdir / variant / "curves.png").is_file(), variant
     for stage in STAGES:
-        assert (tmp_path / stage / "DONE.json").is_file(), stage
+        assert (workdir / stage / "DONE.json").is_file(), stage
     # Training stages checkpoint every checkpoint.every steps, so a crash loses at most that.
-    assert sorted(p.name for p in (tmp_path / "sft" / "checkpoints").iterdir()
+    assert sorted(p.name for p in (workdir / "sft" / "checkpoints").iterdir()
                   if p.name.isdigit()) == ["100", "150"]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((workdir / "summary.json").read_text())
     results = summary["evaluate"]["results"]
     assert set(results) == {"SFT", "holistic RLHF", "fine-grained RLHF"}
     for metrics in results.values():
         assert 0.0 <= metrics["error_rate/any"] <= 1.0
-    ppo_lines = (tmp_path / "ppo_fine_grained" / "metrics.jsonl").read_text().splitlines()
+    ppo_lines = (workdir / "ppo_fine_grained" / "metrics.jsonl").read_text().splitlines()
     last = json.loads(ppo_lines[-1])
     assert {"reward/r1", "reward/r2", "reward/r3"} <= set(last)
     # The oracle and the R1/R2 agreement are logged at every evaluation of both variants.
     for variant in ("ppo_fine_grained", "ppo_holistic"):
-        rows = [json.loads(x) for x in (tmp_path / variant / "metrics.jsonl").read_text()
+        rows = [json.loads(x) for x in (workdir / variant / "metrics.jsonl").read_text()
                 .splitlines()]
         evaluated = [r for r in rows if "eval/oracle/error_rate/any" in r]
         assert [r["step"] for r in evaluated] == [1, 2], variant
@@ -70,13 +81,14 @@ def test_pipeline_end_to_end_and_cached_rerun(tmp_path, capsys):
             assert 0.0 <= row["eval/oracle/fact_recall"] <= 1.0
             assert 0.0 <= row["eval/rm_accuracy/r1"] <= 1.0
 
-    train.main(argv)
+
+@pytest.mark.slow  # runs the miniature pipeline when it runs first
+def test_miniature_rerun_reuses_every_stage(miniature, capsys):
+    workdir, _, _ = miniature
+    train.main(["fgjax.train", f"--workdir={workdir}", *TINY])
     rerun = capsys.readouterr().out
     for stage in STAGES:
         assert f"[{stage}] cached" in rerun, stage
-
-    check_seed_experiment_report(tmp_path, summary)
-    check_r2_world_lm_experiment(tmp_path, capsys)
 
 
 def _experiment_module(script: str):
@@ -91,9 +103,12 @@ def _r2_world_lm_module():
     return _experiment_module("r2_world_lm.py")
 
 
-def check_seed_experiment_report(workdir, summary):
+@pytest.mark.slow  # runs the miniature pipeline when it runs first
+def test_seed_experiment_report_on_the_miniature(miniature):
     """experiments/synthetic_qa/run.py on the miniature workdir (as its seed 0, every stage
     cached, no steering): its tables and plots come from the seed's own summary."""
+    workdir, _, _ = miniature
+    summary = json.loads((workdir / "summary.json").read_text())
     experiment = _experiment_module("run.py")
     exp, out = workdir.parent / f"{workdir.name}_exp", workdir.parent / f"{workdir.name}_out"
     exp.mkdir()
@@ -141,10 +156,12 @@ def test_r2_world_lm_ppo_runs_the_pipeline_with_its_r2_and_the_stages_that_do_no
     assert json.loads((target / "rm_r1" / pipeline.DONE).read_text()) == {"from": "workdir"}
 
 
-def check_r2_world_lm_experiment(workdir, capsys):
+@pytest.mark.slow  # runs the miniature pipeline when it runs first
+def test_r2_world_lm_experiment_on_the_miniature(miniature, capsys):
     """experiments/synthetic_qa/r2_world_lm.py on the miniature workdir: R2 trains on feedback
     on the policy's samples for new prompts only and is tested on exactly the pipeline's
     held-out R2 sentences."""
+    workdir, _, _ = miniature
     experiment = _r2_world_lm_module()
     out = workdir / "r2_world_lm"
     tiny = [a for a in TINY if not a.startswith("--config.rm.iterations")]
