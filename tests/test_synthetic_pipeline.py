@@ -239,3 +239,21 @@ def test_experiment_scripts_reject_a_bad_config_in_one_line_before_any_stage(tmp
     assert result.stderr.strip().splitlines()[-1] == \
         "error: config key 'sft.iterations' = 0; allowed: an integer >= 1"
     assert not workdir.exists() and not out.exists()
+
+
+def test_steering_table_counts_each_reward_models_target_errors_per_answer():
+    experiment = _experiment_module("run.py")
+    types = ("Irrelevant", "Redundant", "Incoherent", "Wrong-Grounding", "Unverifiable",
+             "Missing")
+    def metrics(**counts):
+        zero = {f"{k}/{t}": 0.0 for k in ("error_rate", "mean_count") for t in types}
+        return zero | {"mean_words": 20.0, "fact_recall": 0.5, "errors_per_answer": 1.0} | {
+            f"mean_count/{t.replace('_', '-')}": v for t, v in counts.items()}
+    per_seed = [{"steering": {"R1 x3": metrics(Irrelevant=0.1, Redundant=0.2, Incoherent=0.3,
+                                                Wrong_Grounding=0.5, Missing=0.7)}},
+                {"steering": {"R1 x3": metrics(Irrelevant=0.3, Unverifiable=0.4, Missing=0.9)}},
+                {"steering": None}]
+    table = experiment.steering_table(per_seed)
+    assert "| R1 target: NF-ERR spans per answer | 0.450 +- 0.212 |" in table
+    assert "| R2 target: F-ERR spans per answer | 0.450 +- 0.071 |" in table
+    assert "| R3 target: missing facts per answer | 0.800 +- 0.141 |" in table

@@ -186,6 +186,20 @@ def rm_table(per_seed: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# What each reward model targets, as oracle counts per answer (REFERENCE.md: R1 scores
+# sub-sentences for NF-ERR, every span type but Wrong-Grounding / Unverifiable; R2 sentences
+# for F-ERR; R3 completeness).
+ERROR_GROUPS = {
+    "R1 target: NF-ERR spans per answer": ("Irrelevant", "Redundant", "Incoherent"),
+    "R2 target: F-ERR spans per answer": ("Wrong-Grounding", "Unverifiable"),
+    "R3 target: missing facts per answer": ("Missing",),
+}
+
+
+def group_count(metrics: dict, types: tuple[str, ...]) -> float:
+    return sum(metrics[f"mean_count/{t}"] for t in types)
+
+
 def steering_table(per_seed: list[dict]) -> str:
     steered = [s["steering"] for s in per_seed if s["steering"]]
     if not steered:
@@ -195,6 +209,9 @@ def steering_table(per_seed: list[dict]) -> str:
             "error_rate/Irrelevant", "error_rate/Redundant", "error_rate/Incoherent",
             "error_rate/Wrong-Grounding", "error_rate/Unverifiable"]
     lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for group, types in ERROR_GROUPS.items():
+        lines.append(f"| {group} | " + " | ".join(
+            mean_std([group_count(s[n], types) for s in steered]) for n in names) + " |")
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(mean_std([s[n][key] for s in steered])
                                                  for n in names) + " |")
