@@ -106,27 +106,40 @@ def _r2_world_lm_module():
 @pytest.mark.slow  # runs the miniature pipeline when it runs first
 def test_seed_experiment_report_on_the_miniature(miniature):
     """experiments/synthetic_qa/run.py on the miniature workdir (as its seed 0, every stage
-    cached, no steering): its tables and plots come from the seed's own summary."""
+    cached, no steering, with --r2_world_lm): its tables and plots come from the seed's own
+    summary and from the fine-grained RLHF run on the world-LM R2."""
     workdir, _, _ = miniature
     summary = json.loads((workdir / "summary.json").read_text())
     experiment = _experiment_module("run.py")
     exp, out = workdir.parent / f"{workdir.name}_exp", workdir.parent / f"{workdir.name}_out"
     exp.mkdir()
     (exp / "seed0").symlink_to(workdir)
+    tiny = [a for a in TINY if not a.startswith("--config.rm.iterations")]
     experiment.main(["run.py", "--seeds=0", "--steer_seeds=", f"--workdir={exp}",
-                     f"--out={out}", *TINY])
+                     f"--out={out}", "--r2_world_lm=--fresh=40 --prompts=10 --lm_steps=2 "
+                     "--rm_steps=2", *tiny])
     report = (out / "results.md").read_text()
     for name in ("curves_error_rates.png", "curves_rm_accuracy.png", "results.json"):
         assert (out / name).is_file(), name
     sft, sampled = summary["evaluate"]["results"]["SFT"], summary["feedback"]["sft_samples"]
     key = "error_rate/Irrelevant"
     assert f"| Irrelevant | {sft[key]:.3f} / {sampled[key]:.3f} |" in report
-    fine = summary["evaluate"]["results"]["fine-grained RLHF"]
-    assert f"| 0 | {sft['error_rate/any']:.3f} / {sft['errors_per_answer']:.3f} |" in report
-    gap = summary["evaluate"]["results"]["holistic RLHF"]["error_rate/any"] - \
-        fine["error_rate/any"]
-    assert f"| {fine['error_rate/any']:.3f} / {fine['errors_per_answer']:.3f} | {gap:+.3f} |" \
-        in report
+    results = summary["evaluate"]["results"]
+    holistic, fine = results["holistic RLHF"], results["fine-grained RLHF"]
+    world = json.loads((exp / "seed0_r2" / "pipeline" / "summary.json").read_text())[
+        "evaluate"]["results"]
+    # The world-LM run copies SFT and holistic RLHF: the same policies, the same numbers.
+    assert world["SFT"] == results["SFT"] and world["holistic RLHF"] == holistic
+    world_fine = world["fine-grained RLHF"]
+    cells = [f"{m['error_rate/any']:.3f} / {m['errors_per_answer']:.3f}"
+             for m in (sft, holistic, fine, world_fine)]
+    gaps = [f"{holistic['error_rate/any'] - m['error_rate/any']:+.3f}" for m in (fine, world_fine)]
+    assert "| 0 | " + " | ".join(cells + gaps) + " |" in report
+    r2 = json.loads((exp / "seed0_r2" / "rm_r2" / "rm_report.json").read_text())
+    assert f"| r2, world LM | {r2['heldout_accuracy']:.3f} +- 0.000 |" in report
+    per_seed = json.loads((out / "results.json").read_text())["per_seed"]
+    curve = per_seed[0]["curves"]["fine_grained_world_lm_r2"]["oracle/error_rate/any"]
+    assert [step for step, _ in curve] == [0, 1, 2]  # SFT, then each PPO evaluation
     total = sum(s["seconds"] for s in summary.values() if "seconds" in s)
     assert f"| total | {total:.0f} |" in report
     assert "(no steering runs)" in report

@@ -47,7 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "..", "..", "configs", "synthetic_qa.py")
 
 
-def parse_args(argv):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for this experiment's stages")
     parser.add_argument("--fresh", type=int, default=20000,
@@ -60,6 +60,11 @@ def parse_args(argv):
     parser.add_argument("--ppo", action="store_true",
                         help="then run the pipeline's remaining stages (the other RMs, both "
                              "PPO variants, evaluation) in <out>/pipeline with this R2")
+    return parser
+
+
+def parse_args(argv):
+    parser = build_parser()
     args, rest = parser.parse_known_args(argv[1:])
     command_line = parse_command_line([argv[0], *rest], DEFAULT_CONFIG, SYNTHETIC_SCHEMA)
     if not command_line.workdir:
@@ -96,7 +101,11 @@ def build_policy_feedback(config, paths, prompts_dir: str, stage_dir: str) -> di
 
 
 def main(argv):
-    args, command_line = parse_args(argv)
+    run(*parse_args(argv))
+
+
+def run(args, command_line) -> None:
+    """The stages above in ``args.out`` for the pipeline workdir ``command_line.workdir``."""
     config = command_line.config
     workdir = os.path.abspath(command_line.workdir)
     paths = pipeline.stage_paths(workdir)

@@ -7,7 +7,10 @@ For each seed, the whole pipeline of ``python -m fgjax.train`` (``fgjax.pipeline
 its stages cached in ``<workdir>/seed<k>/``) with ``--config.seed=<k>``; on the steering seeds,
 two more fine-grained PPO runs from the same SFT policy and reward models, one with R1's
 weight raised and one with R3's weight raised (``--r1_high`` / ``--r3_high``), evaluated by the
-oracle like the others. Then, in ``--out`` (default: this folder):
+oracle like the others. With ``--r2_world_lm``, ``r2_world_lm.py --ppo`` then runs per seed in
+``<workdir>/seed<k>_r2`` (R2 from a backbone pre-trained on the world, ~40 min more per seed on
+2 cores) and its fine-grained RLHF joins the tables and curves as a fourth policy. Then, in
+``--out`` (default: this folder):
 
 - ``results.md``: final oracle error rates (mean +- std over seeds) of SFT, holistic and
   fine-grained RLHF, per seed with the paired gap, the SFT policy's error rates per seed
@@ -26,8 +29,10 @@ Any ``--config.<key>=<value>`` is passed to every seed's pipeline (keys:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import shlex
 import sys
 
 import numpy as np
@@ -41,6 +46,8 @@ from fgjax.pipelines.synthetic_config import SYNTHETIC_SCHEMA
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "..", "..", "configs", "synthetic_qa.py")
 VARIANTS = {"fine_grained": "fine-grained RLHF", "holistic": "holistic RLHF"}
+WORLD_LM = "fine-grained RLHF, world-LM R2"  # --r2_world_lm's variant
+CURVE_VARIANTS = {**VARIANTS, "fine_grained_world_lm_r2": WORLD_LM}
 CURVE_KEYS = [f"error_rate/{t}" for t in (*METRIC_TYPES, "any")] + [
     "errors_per_answer", "fact_recall", "mean_words"]
 
@@ -53,6 +60,11 @@ def parse_args(argv):
     parser.add_argument("--r1_high", type=float, default=3.0, help="R1 weight of the R1 run")
     parser.add_argument("--r3_high", type=float, default=3.0, help="R3 weight of the R3 run")
     parser.add_argument("--out", default=HERE, help="folder for results.md / plots")
+    parser.add_argument("--r2_world_lm", nargs="?", const="", default=None,
+                        metavar="'R2_WORLD_LM_OPTIONS'",
+                        help="also run r2_world_lm.py --ppo per seed in <workdir>/seed<k>_r2 "
+                             "(options such as '--rm_steps=9000' in one quoted string) and "
+                             "report fine-grained RLHF with that R2 next to the others")
     args, rest = parser.parse_known_args(argv[1:])
     if not any(a.startswith("--workdir") for a in rest):
         rest.append("--workdir=runs/synthetic_qa_exp")
@@ -98,7 +110,29 @@ def run_seed(base: CommandLine, seed: int, steer: bool, args) -> dict:
         for stage in ("ppo_steer_r1", "ppo_steer_r3", "evaluate_steering"):
             with open(os.path.join(workdir, stage, pipeline.DONE)) as f:
                 out["seconds"][stage] = json.load(f)["seconds"]
+    if args.r2_world_lm is not None:
+        add_world_lm_r2_variant(out, config, workdir, f"{workdir}_r2", args.r2_world_lm)
     return out
+
+
+def add_world_lm_r2_variant(out: dict, config, workdir: str, r2_out: str, options: str) -> None:
+    """``r2_world_lm.py --ppo`` for this seed in ``r2_out``; its fine-grained RLHF (the
+    pipeline's other stages, R2 from the world LM) joins ``out`` as ``WORLD_LM``."""
+    spec = importlib.util.spec_from_file_location("r2_world_lm",
+                                                  os.path.join(HERE, "r2_world_lm.py"))
+    r2_world_lm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(r2_world_lm)
+    r2_args = r2_world_lm.build_parser().parse_args(
+        [f"--out={r2_out}", "--ppo", *shlex.split(options)])
+    r2_world_lm.run(r2_args, CommandLine(config, workdir, None))
+    target = os.path.join(r2_out, "pipeline")
+    with open(os.path.join(target, "summary.json")) as f:
+        summary = json.load(f)
+    out["final"][WORLD_LM] = summary["evaluate"]["results"]["fine-grained RLHF"]
+    with open(os.path.join(r2_out, "rm_r2", "rm_report.json")) as f:
+        out["rm"]["r2, world LM"] = json.load(f)
+    out["curves"]["fine_grained_world_lm_r2"] = read_eval_curve(
+        os.path.join(target, "ppo_fine_grained"), out["final"]["SFT"])
 
 
 def read_eval_curve(ppo_dir: str, start: dict) -> dict:
@@ -130,22 +164,23 @@ def final_table(per_seed: list[dict]) -> str:
 
 
 def per_seed_table(seeds: list[int], per_seed: list[dict]) -> str:
-    """error_rate/any / errors_per_answer of each policy per seed, and the paired gap
+    """error_rate/any / errors_per_answer of each policy per seed, and the paired gaps
     holistic - fine-grained of error_rate/any (positive: fine-grained RLHF is better)."""
     names = list(per_seed[0]["final"])
-    lines = ["| seed | " + " | ".join(names) + " | holistic - fine-grained, any |",
-             "|---" * (len(names) + 2) + "|"]
-    gaps = []
-    for seed, s in zip(seeds, per_seed):
+    fine = [n for n in names if n.startswith("fine-grained")]
+    lines = ["| seed | " + " | ".join(names) + " | "
+             + " | ".join(f"holistic - {n.removesuffix(' RLHF')}, any" for n in fine) + " |",
+             "|---" * (len(names) + len(fine) + 1) + "|"]
+    gaps = {n: [s["final"]["holistic RLHF"]["error_rate/any"] - s["final"][n]["error_rate/any"]
+                for s in per_seed] for n in fine}
+    for i, (seed, s) in enumerate(zip(seeds, per_seed)):
         final = s["final"]
         cells = [f"{final[n]['error_rate/any']:.3f} / {final[n]['errors_per_answer']:.3f}"
-                 for n in names]
-        gaps.append(final["holistic RLHF"]["error_rate/any"]
-                    - final["fine-grained RLHF"]["error_rate/any"])
-        lines.append(f"| {seed} | " + " | ".join(cells) + f" | {gaps[-1]:+.3f} |")
+                 for n in names] + [f"{gaps[n][i]:+.3f}" for n in fine]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     lines.append("| mean +- std | " + " | ".join(
-        mean_std([s["final"][n]["error_rate/any"] for s in per_seed]) for n in names)
-        + f" | {mean_std(gaps)} |")
+        [mean_std([s["final"][n]["error_rate/any"] for s in per_seed]) for n in names]
+        + [mean_std(gaps[n]) for n in fine]) + " |")
     return "\n".join(lines)
 
 
@@ -177,7 +212,7 @@ def seconds_table(seeds: list[int], per_seed: list[dict]) -> str:
 def rm_table(per_seed: list[dict]) -> str:
     lines = ["| reward model | held-out accuracy | held-out error F1 | train accuracy |",
              "|---|---|---|---|"]
-    for name in ("r1", "r2", "r3", "holistic"):
+    for name in per_seed[0]["rm"]:
         reports = [s["rm"][name] for s in per_seed]
         f1 = (mean_std([r["heldout_error_f1"] for r in reports])
               if "heldout_error_f1" in reports[0] else "-")
@@ -228,8 +263,9 @@ def plot_curves(per_seed: list[dict], keys: list[str], path: str, title: str) ->
     rows = -(-len(keys) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        for variant, label in VARIANTS.items():
-            curves = [s["curves"][variant][key] for s in per_seed if key in s["curves"][variant]]
+        for variant, label in CURVE_VARIANTS.items():
+            curves = [s["curves"][variant][key] for s in per_seed
+                      if key in s["curves"].get(variant, {})]
             if not curves:
                 continue
             length = min(len(c) for c in curves)
