@@ -15,6 +15,7 @@ from conftest import REPO_ROOT
 from fgjax import train, train_rm
 from fgjax.config import CommandLine, defaults
 from fgjax.data import rm_builders
+from fgjax.data.synthetic_oracle import METRIC_TYPES
 from fgjax.errors import StagePreempted
 from fgjax.pipelines import synthetic_qa as pipeline
 from fgjax.pipelines.synthetic_config import SYNTHETIC_SCHEMA
@@ -99,10 +100,6 @@ def _experiment_module(script: str):
     return experiment
 
 
-def _r2_world_lm_module():
-    return _experiment_module("r2_world_lm.py")
-
-
 @pytest.mark.slow  # runs the miniature pipeline when it runs first
 def test_seed_experiment_report_on_the_miniature(miniature):
     """experiments/synthetic_qa/run.py on the miniature workdir (as its seed 0, every stage
@@ -147,7 +144,7 @@ def test_seed_experiment_report_on_the_miniature(miniature):
 
 def test_r2_world_lm_ppo_runs_the_pipeline_with_its_r2_and_the_stages_that_do_not_read_r2(
         tmp_path, monkeypatch):
-    experiment = _r2_world_lm_module()
+    experiment = _experiment_module("r2_world_lm.py")
     workdir, out = tmp_path / "workdir", tmp_path / "out"
     for name in ("data", "sft", "feedback", "rm_r1", "rm_r2", "ppo_fine_grained", "evaluate"):
         (workdir / name).mkdir(parents=True)
@@ -175,7 +172,7 @@ def test_r2_world_lm_experiment_on_the_miniature(miniature, capsys):
     on the policy's samples for new prompts only and is tested on exactly the pipeline's
     held-out R2 sentences."""
     workdir, _, _ = miniature
-    experiment = _r2_world_lm_module()
+    experiment = _experiment_module("r2_world_lm.py")
     out = workdir / "r2_world_lm"
     tiny = [a for a in TINY if not a.startswith("--config.rm.iterations")]
     experiment.main(["r2_world_lm.py", f"--workdir={workdir}", f"--out={out}", "--fresh=40",
@@ -256,10 +253,8 @@ def test_experiment_scripts_reject_a_bad_config_in_one_line_before_any_stage(tmp
 
 def test_steering_table_counts_each_reward_models_target_errors_per_answer():
     experiment = _experiment_module("run.py")
-    types = ("Irrelevant", "Redundant", "Incoherent", "Wrong-Grounding", "Unverifiable",
-             "Missing")
     def metrics(**counts):
-        zero = {f"{k}/{t}": 0.0 for k in ("error_rate", "mean_count") for t in types}
+        zero = {f"{k}/{t}": 0.0 for k in ("error_rate", "mean_count") for t in METRIC_TYPES}
         return zero | {"mean_words": 20.0, "fact_recall": 0.5, "errors_per_answer": 1.0} | {
             f"mean_count/{t.replace('_', '-')}": v for t, v in counts.items()}
     per_seed = [{"steering": {"R1 x3": metrics(Irrelevant=0.1, Redundant=0.2, Incoherent=0.3,

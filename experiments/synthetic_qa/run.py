@@ -100,16 +100,15 @@ def run_seed(base: CommandLine, seed: int, steer: bool, args) -> dict:
             variant_config = config.copy_and_resolve_references()
             variant_config.rewards[f"{rm}_weight"] = weight
             stage = f"ppo_steer_{rm}"
-            pipeline.run_stage(workdir, stage, lambda d, c=variant_config: pipeline.run_ppo(
-                c, "fine_grained", paths, d))
+            summary = pipeline.run_stage(workdir, stage, lambda d, c=variant_config: pipeline.
+                                         run_ppo(c, "fine_grained", paths, d))
+            out["seconds"][stage] = summary["seconds"]
             policies[f"{rm.upper()} x{weight:g}"] = os.path.join(
                 workdir, stage, pipeline.ppo_job.POLICY_EXPORT_DIR)
         steering = pipeline.run_stage(workdir, "evaluate_steering", lambda d: pipeline.
                                    evaluate_policies(config, paths, d, policies))
         out["steering"] = steering["results"]
-        for stage in ("ppo_steer_r1", "ppo_steer_r3", "evaluate_steering"):
-            with open(os.path.join(workdir, stage, pipeline.DONE)) as f:
-                out["seconds"][stage] = json.load(f)["seconds"]
+        out["seconds"]["evaluate_steering"] = steering["seconds"]
     if args.r2_world_lm is not None:
         add_world_lm_r2_variant(out, config, workdir, f"{workdir}_r2", args.r2_world_lm)
     return out
