@@ -265,3 +265,22 @@ def test_steering_table_counts_each_reward_models_target_errors_per_answer():
     assert "| R1 target: NF-ERR spans per answer | 0.450 +- 0.212 |" in table
     assert "| R2 target: F-ERR spans per answer | 0.450 +- 0.071 |" in table
     assert "| R3 target: missing facts per answer | 0.800 +- 0.141 |" in table
+
+
+def test_rm_table_majority_class_from_accuracy_precision_recall():
+    """The majority-class baseline comes back exactly from a confusion matrix's accuracy,
+    error precision and recall (20 errors in 100 segments; 10 found, 5 false alarms)."""
+    experiment = _experiment_module("run.py")
+    tp, fp, fn, tn = 10, 5, 10, 75
+    report = {"heldout_accuracy": (tp + tn) / 100, "heldout_error_precision": tp / (tp + fp),
+              "heldout_error_recall": tp / (tp + fn), "heldout_error_f1": 0.5,
+              "train_accuracy": 0.9}
+    assert experiment.majority_accuracy(report) == pytest.approx(0.8)
+    mostly_errors = dict(report, heldout_accuracy=0.8, heldout_error_precision=60 / 70,
+                         heldout_error_recall=60 / 70)  # 70 errors: 60 found, 10 false alarms
+    assert experiment.majority_accuracy(mostly_errors) == pytest.approx(0.7)
+    assert experiment.majority_accuracy(dict(report, heldout_error_precision=0.0)) is None
+    table = experiment.rm_table([{"rm": {"r1": report, "r3": {"heldout_accuracy": 0.6,
+                                                                 "train_accuracy": 0.7}}}])
+    assert "| r1 | 0.850 +- 0.000 | 0.800 +- 0.000 | 0.500 +- 0.000 | 0.900 +- 0.000 |" in table
+    assert "| r3 | 0.600 +- 0.000 | - | - | 0.700 +- 0.000 |" in table

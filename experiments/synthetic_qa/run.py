@@ -208,15 +208,31 @@ def seconds_table(seeds: list[int], per_seed: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def majority_accuracy(report: dict) -> float | None:
+    """A token-classification RM's held-out accuracy when always predicting the majority class.
+    With P errors among N segments, accuracy a = 1 - (P/N)(1 - 2r + r/p) for error precision p
+    and recall r, so the error share P/N follows from the report; None when p or r is 0."""
+    a, p, r = (report["heldout_accuracy"], report["heldout_error_precision"],
+               report["heldout_error_recall"])
+    if p <= 0 or r <= 0:
+        return None
+    share = (1.0 - a) / (1.0 - 2.0 * r + r / p)
+    return max(share, 1.0 - share)
+
+
 def rm_table(per_seed: list[dict]) -> str:
-    lines = ["| reward model | held-out accuracy | held-out error F1 | train accuracy |",
-             "|---|---|---|---|"]
+    lines = ["| reward model | held-out accuracy | held-out majority class | held-out error F1 "
+             "| train accuracy |", "|---|---|---|---|---|"]
     for name in per_seed[0]["rm"]:
         reports = [s["rm"][name] for s in per_seed]
-        f1 = (mean_std([r["heldout_error_f1"] for r in reports])
-              if "heldout_error_f1" in reports[0] else "-")
-        lines.append(f"| {name} | {mean_std([r['heldout_accuracy'] for r in reports])} | {f1} | "
-                     f"{mean_std([r['train_accuracy'] for r in reports])} |")
+        f1 = majority = "-"
+        if "heldout_error_f1" in reports[0]:
+            f1 = mean_std([r["heldout_error_f1"] for r in reports])
+            baselines = [majority_accuracy(r) for r in reports]
+            if None not in baselines:
+                majority = mean_std(baselines)
+        lines.append(f"| {name} | {mean_std([r['heldout_accuracy'] for r in reports])} | "
+                     f"{majority} | {f1} | {mean_std([r['train_accuracy'] for r in reports])} |")
     return "\n".join(lines)
 
 
