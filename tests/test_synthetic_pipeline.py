@@ -280,6 +280,9 @@ def test_rm_table_majority_class_from_accuracy_precision_recall():
                          heldout_error_recall=60 / 70)  # 70 errors: 60 found, 10 false alarms
     assert experiment.majority_accuracy(mostly_errors) == pytest.approx(0.7)
     assert experiment.majority_accuracy(dict(report, heldout_error_precision=0.0)) is None
+    perfect = dict(report, heldout_accuracy=1.0, heldout_error_precision=1.0,
+                   heldout_error_recall=1.0)
+    assert experiment.majority_accuracy(perfect) is None
     table = experiment.rm_table([{"rm": {"r1": report, "r3": {"heldout_accuracy": 0.6,
                                                                  "train_accuracy": 0.7}}}])
     assert "| r1 | 0.850 +- 0.000 | 0.800 +- 0.000 | 0.500 +- 0.000 | 0.900 +- 0.000 |" in table

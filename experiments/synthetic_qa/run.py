@@ -211,10 +211,11 @@ def seconds_table(seeds: list[int], per_seed: list[dict]) -> str:
 def majority_accuracy(report: dict) -> float | None:
     """A token-classification RM's held-out accuracy when always predicting the majority class.
     With P errors among N segments, accuracy a = 1 - (P/N)(1 - 2r + r/p) for error precision p
-    and recall r, so the error share P/N follows from the report; None when p or r is 0."""
+    and recall r, so the error share P/N follows from the report; None when p or r is 0, or
+    both are 1 (a perfect classifier's report does not fix P/N)."""
     a, p, r = (report["heldout_accuracy"], report["heldout_error_precision"],
                report["heldout_error_recall"])
-    if p <= 0 or r <= 0:
+    if p <= 0 or r <= 0 or (p >= 1 and r >= 1):
         return None
     share = (1.0 - a) / (1.0 - 2.0 * r + r / p)
     return max(share, 1.0 - share)
