@@ -207,6 +207,14 @@ RUNNER_SCHEMA: dict[str, Field] = {
     "preemption.grace_seconds": number(
         60.0, "after SIGTERM, exit within this many seconds (abandoning a slow save)", minimum=0.0
     ),
+    "compilation_cache.dir": string(
+        os.path.join(os.environ.get("FGJAX_CACHE_DIR") or "~/.cache/fgjax", "xla"),
+        "persistent XLA compilation cache: a program any run compiled before is loaded from "
+        "here, not recompiled (resumed, repeated and multi-seed runs); '' = off",
+    ),
+    "compilation_cache.min_compile_seconds": number(
+        0.0, "programs that compile faster than this are not stored", minimum=0.0
+    ),
 }
 
 

@@ -285,7 +285,41 @@ def main(
             sys.argv if argv is None else argv, default_config, schema
         )
         maybe_initialize_distributed()
+        use_compilation_cache(command_line.config)
         run(command_line)
+
+
+def use_compilation_cache(config: ml_collections.ConfigDict) -> None:
+    """Point JAX's persistent compilation cache at ``compilation_cache.dir`` (``''`` = off).
+
+    A program whose HLO, devices, XLA flags and JAX version match one compiled before (by any
+    run, stage or seed; or earlier in this process under another function object) is loaded
+    instead of compiled. JAX treats the folder as trusted code: keep it private."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    path = config.compilation_cache.dir
+    settings = {
+        "jax_enable_compilation_cache": bool(path),
+        "jax_persistent_cache_min_compile_time_secs": config.compilation_cache.min_compile_seconds,
+    }
+    if path and "://" not in path:  # a bucket (gs://...) is JAX's to open
+        path = os.path.abspath(os.path.expanduser(path))
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(
+                f"config key 'compilation_cache.dir' = {config.compilation_cache.dir!r}: cannot "
+                f"create it ({err.strerror}); allowed: a writable folder or '' (off)"
+            ) from None
+    if path:
+        settings["jax_compilation_cache_dir"] = path
+    if all(getattr(jax.config, name) == value for name, value in settings.items()):
+        return
+    for name, value in settings.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()  # so the new settings apply after earlier compiles too
+    if path:
+        logging.info("XLA compilation cache: %s", path)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # them in its slow-compiling tests too): 555 s instead of 664 s for the suite on 2 cores.
 # Benchmarks and real runs keep them; JAX_DISABLE_MOST_OPTIMIZATIONS=0 tests optimised programs.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# The persistent XLA compilation cache lives in the repository's (ignored) .pytest_cache, not in
+# ~/.cache, and is on for the whole session, not only after the first entry point enables it:
+# fgjax's default (compilation_cache.dir) and JAX's own setting name the same folder.
+_CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          ".pytest_cache", "fgjax")
+os.environ.setdefault("FGJAX_CACHE_DIR", _CACHE_DIR)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.environ["FGJAX_CACHE_DIR"],
+                                                                "xla"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # Tests never touch the network: the hub is switched off for transformers / huggingface_hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"

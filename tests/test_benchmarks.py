@@ -10,6 +10,7 @@ import pytest
 BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "experiments", "benchmarks")
 sys.path.insert(0, os.path.abspath(BENCHMARKS))
 
+import compile_cache  # noqa: E402
 import generation  # noqa: E402
 import ppo_step  # noqa: E402
 
@@ -36,3 +37,12 @@ def test_generation_smoke(capsys):
     generation.main(["--smoke"])
     out = capsys.readouterr().out
     assert re.search(r"^\s+2\s+[\d,]+\s+[\d,]+\s+[\d.]+x\s+[\d.]+$", out, re.M), out
+
+
+def test_compile_cache_smoke_on_the_toy_job(capsys):
+    compile_cache.main(["--job", "toy"])
+    out = capsys.readouterr().out
+    for mode in ("off", "cold", "warm"):
+        assert re.search(rf"^{mode}\s+[\d.]+\s+[\d.]+x$", out, re.M), out
+    entries = re.search(r"cache after the cold run: (\d+) entries", out)
+    assert entries and int(entries.group(1)) > 0, out  # the cold run stored its programs

@@ -103,3 +103,64 @@ def test_entry_point_turns_a_user_error_into_one_line_and_status_2(capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: reward model 'relevance' has 4 tokens, the policy 5"
     )
+
+
+@pytest.fixture
+def restore_compilation_cache():
+    """The session's cache settings (conftest) come back after a test changes them."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
+             "jax_persistent_cache_min_compile_time_secs")
+    before = {name: getattr(jax.config, name) for name in names}
+    yield
+    for name, value in before.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+def test_compilation_cache_loads_a_program_compiled_before_and_turns_off(
+        tmp_path, restore_compilation_cache):
+    import jax
+    import jax.numpy as jnp
+
+    from fgjax.config import runner_config
+
+    hits = []
+
+    def on_event(event, **kwargs):
+        if event == "/jax/compilation_cache/cache_hits":
+            hits.append(event)
+
+    config = runner_config()
+    config.compilation_cache.dir = str(tmp_path / "xla")
+    runner.use_compilation_cache(config)
+    jax.jit(lambda x: jnp.cumsum(x) * 3.0 + 1.0)(jnp.arange(11.0))
+    stored = set((tmp_path / "xla").iterdir())
+    assert stored, "nothing written to the cache folder"
+    jax.monitoring.register_event_listener(on_event)
+    try:
+        # Another function object with the same program (as a later stage or seed builds it).
+        jax.jit(lambda y: jnp.cumsum(y) * 3.0 + 1.0)(jnp.arange(11.0))
+        assert len(hits) == 1
+        config.compilation_cache.dir = ""
+        runner.use_compilation_cache(config)
+        assert not jax.config.jax_enable_compilation_cache
+        jax.jit(lambda z: jnp.cumsum(z) * 3.0 + 1.0)(jnp.arange(11.0))
+        jax.jit(lambda z: jnp.cumprod(z) - 2.0)(jnp.arange(13.0))
+        assert len(hits) == 1 and set((tmp_path / "xla").iterdir()) == stored
+    finally:
+        jax.monitoring.unregister_event_listener(on_event)
+
+
+def test_compilation_cache_folder_that_cannot_be_created_is_a_config_error(
+        tmp_path, restore_compilation_cache):
+    from fgjax.config import runner_config
+    from fgjax.errors import ConfigError
+
+    (tmp_path / "file").write_text("")
+    config = runner_config()
+    config.compilation_cache.dir = str(tmp_path / "file" / "xla")
+    with pytest.raises(ConfigError, match="compilation_cache.dir.*writable folder"):
+        runner.use_compilation_cache(config)

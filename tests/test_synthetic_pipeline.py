@@ -18,20 +18,10 @@ from fgjax.data import rm_builders
 from fgjax.data.synthetic_oracle import METRIC_TYPES
 from fgjax.errors import StagePreempted
 from fgjax.pipelines import synthetic_qa as pipeline
-from fgjax.pipelines.synthetic_config import SYNTHETIC_SCHEMA
+from fgjax.pipelines.synthetic_config import MINIATURE, SYNTHETIC_SCHEMA
 from fgjax.tokenizers import load_tokenizer
 
-TINY = [
-    "--config.data.num_train=64", "--config.data.num_eval=8", "--config.data.vocab_size=400",
-    "--config.data.max_new_tokens=40", "--config.model.hidden_size=32",
-    "--config.model.num_layers=1", "--config.model.num_heads=2",
-    "--config.sft.iterations=150", "--config.sft.batch_size=8",
-    "--config.rm.iterations=2", "--config.rm.batch_size=8", "--config.rm.pair_batch_size=8",
-    "--config.rm.num_eval=8",
-    "--config.ppo.iterations=2", "--config.ppo.prompts_per_rollout=8",
-    "--config.ppo.minibatch_size=16", "--config.ppo.epochs=1", "--config.ppo.eval_every=1",
-    "--config.checkpoint.every=100",
-]
+TINY = list(MINIATURE)
 STAGES = ("data", "sft", "feedback", "rm_r1", "rm_r2", "rm_r3", "rm_holistic",
           "ppo_fine_grained", "ppo_holistic", "evaluate")
 

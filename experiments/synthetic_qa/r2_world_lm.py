@@ -101,7 +101,9 @@ def build_policy_feedback(config, paths, prompts_dir: str, stage_dir: str) -> di
 
 
 def main(argv):
-    run(*parse_args(argv))
+    args, command_line = parse_args(argv)
+    runner.use_compilation_cache(command_line.config)
+    run(args, command_line)
 
 
 def run(args, command_line) -> None:

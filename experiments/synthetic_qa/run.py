@@ -302,6 +302,7 @@ def plot_curves(per_seed: list[dict], keys: list[str], path: str, title: str) ->
 
 def main(argv):
     args, command_line, seeds, steer = parse_args(argv)
+    runner.use_compilation_cache(command_line.config)  # seeds after the first load its programs
     per_seed = []
     for seed in seeds:
         print(f"===== seed {seed} =====", flush=True)

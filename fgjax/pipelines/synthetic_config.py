@@ -55,3 +55,19 @@ SYNTHETIC_SCHEMA = {
 
 def synthetic_defaults():
     return defaults(SYNTHETIC_SCHEMA)
+
+
+# Command-line overrides that shrink every stage of the pipeline to seconds of compute on a CPU
+# (what remains is mostly XLA compiles): the test suite's miniature and the compile-cache
+# benchmark (experiments/benchmarks/compile_cache.py) run this.
+MINIATURE = (
+    "--config.data.num_train=64", "--config.data.num_eval=8", "--config.data.vocab_size=400",
+    "--config.data.max_new_tokens=40", "--config.model.hidden_size=32",
+    "--config.model.num_layers=1", "--config.model.num_heads=2",
+    "--config.sft.iterations=150", "--config.sft.batch_size=8",
+    "--config.rm.iterations=2", "--config.rm.batch_size=8", "--config.rm.pair_batch_size=8",
+    "--config.rm.num_eval=8",
+    "--config.ppo.iterations=2", "--config.ppo.prompts_per_rollout=8",
+    "--config.ppo.minibatch_size=16", "--config.ppo.epochs=1", "--config.ppo.eval_every=1",
+    "--config.checkpoint.every=100",
+)
