@@ -20,7 +20,15 @@ import jax
 import numpy as np
 
 from fgjax import metrics, rollout, runner, segments
-from fgjax.config import CommandLine, choice, integer, path, string, validate
+from fgjax.config import (
+    COMPILATION_CACHE_SCHEMA,
+    CommandLine,
+    choice,
+    integer,
+    path,
+    string,
+    validate,
+)
 from fgjax.data import load_prompts_split, rm_builders
 from fgjax.data.ppo_prompts import qa_prompt_arrays
 from fgjax.errors import ConfigError
@@ -34,6 +42,7 @@ from fgjax.trainer.supervised import pad_rows
 
 STATS_FILE = "reward_stats.json"
 EVAL_SCHEMA = {
+    **COMPILATION_CACHE_SCHEMA,
     "workdir": string("", "output folder; the --workdir flag overrides it"),
     "seed": integer(0, "seed of the (unused by greedy decoding) sampling key", minimum=0),
     "policy.path": path("", "HF directory of the policy (lm head)", optional=False),
