@@ -1,6 +1,9 @@
 """Test set-up: 8 simulated CPU devices (must happen before JAX is imported anywhere)."""
 
 import os
+import pathlib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -13,9 +16,7 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # The persistent XLA compilation cache lives in the repository's (ignored) .pytest_cache, not in
 # ~/.cache, and is on for the whole session, not only after the first entry point enables it:
 # fgjax's default (compilation_cache.dir) and JAX's own setting name the same folder.
-_CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          ".pytest_cache", "fgjax")
-os.environ.setdefault("FGJAX_CACHE_DIR", _CACHE_DIR)
+os.environ.setdefault("FGJAX_CACHE_DIR", str(REPO_ROOT / ".pytest_cache" / "fgjax"))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.environ["FGJAX_CACHE_DIR"],
                                                                 "xla"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -24,11 +25,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pathlib  # noqa: E402
-
 import pytest  # noqa: E402
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 QA_FEEDBACK_DIR = REPO_ROOT.parent / "shared" / "data" / "qa_feedback"
 
 

@@ -142,17 +142,18 @@ def test_dev_examples_checked_by_hand(qa_feedback_dir):
     records = files.load_feedback_split(qa_feedback_dir, "dev")
     r1 = {e.record_index: e for e in rb.build_relevance_examples(records[:72])}
     r2 = {e.record_index: e for e in rb.build_factuality_examples(records[:72])}
-    # 13: Wrong-Grounding "Po Ping in Kung Fu Panda: Secrets of the Scroll." ends sentence 2;
-    # Irrelevant (22 words) is the whole third sentence.
+    # 13: a Wrong-Grounding span ends sentence 2; Irrelevant (22 words) is the whole third
+    # sentence.
     assert r1[13].labels == (0, 0, 0, 0, 1) and r2[13].labels == (0, 1, IGN)
-    # 71: Wrong-Grounding / Unverifiable in every sentence; Incoherent (12 words) covers the two
-    # pieces "outsold both the Beatles and Brooks," / "with 141 million total album sales.";
-    # Redundant (7 words) is the last piece.
+    # 71: Wrong-Grounding / Unverifiable in every sentence; Incoherent (12 words) covers two
+    # pieces, its text up to its comma and the rest; Redundant (7 words) is the last piece.
     assert r1[71].labels == (0, 0, 0, 0, 0, 0, 1, 1, 0, 1)
     assert r2[71].labels == (1, 1, 1)
     answer = records[71].predictions[0]
+    incoherent, = (e for e in records[71].feedback.errors if e.error_type == "Incoherent")
+    span = answer[incoherent.start:incoherent.end]
     start, end = r1[71].segments[6]
-    assert answer[start:end] == "outsold both the Beatles and Brooks,"
+    assert (start, answer[start:end]) == (incoherent.start, span[: span.index(",") + 1])
 
 
 # --- R3 -------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from fgjax.pipelines import synthetic_qa as pipeline
 from fgjax.pipelines.synthetic_config import MINIATURE, SYNTHETIC_SCHEMA
 from fgjax.tokenizers import load_tokenizer
 
-TINY = list(MINIATURE)
 STAGES = ("data", "sft", "feedback", "rm_r1", "rm_r2", "rm_r3", "rm_holistic",
           "ppo_fine_grained", "ppo_holistic", "evaluate")
 
@@ -33,7 +32,7 @@ def miniature(tmp_path_factory):
     before = pipeline._compiled_sampler.cache_info()
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        train.main(["fgjax.train", f"--workdir={workdir}", *TINY])
+        train.main(["fgjax.train", f"--workdir={workdir}", *MINIATURE])
     after = pipeline._compiled_sampler.cache_info()
     sampler_compiles = (after.misses - before.misses, after.hits - before.hits)
     return workdir, printed.getvalue(), sampler_compiles
@@ -76,7 +75,7 @@ def test_miniature_pipeline_runs_every_stage_and_prints_the_table(miniature):
 @pytest.mark.slow  # runs the miniature pipeline when it runs first
 def test_miniature_rerun_reuses_every_stage(miniature, capsys):
     workdir, _, _ = miniature
-    train.main(["fgjax.train", f"--workdir={workdir}", *TINY])
+    train.main(["fgjax.train", f"--workdir={workdir}", *MINIATURE])
     rerun = capsys.readouterr().out
     for stage in STAGES:
         assert f"[{stage}] cached" in rerun, stage
@@ -101,7 +100,7 @@ def test_seed_experiment_report_on_the_miniature(miniature):
     exp, out = workdir.parent / f"{workdir.name}_exp", workdir.parent / f"{workdir.name}_out"
     exp.mkdir()
     (exp / "seed0").symlink_to(workdir)
-    tiny = [a for a in TINY if not a.startswith("--config.rm.iterations")]
+    tiny = [a for a in MINIATURE if not a.startswith("--config.rm.iterations")]
     experiment.main(["run.py", "--seeds=0", "--steer_seeds=", f"--workdir={exp}",
                      f"--out={out}", "--r2_world_lm=--fresh=40 --prompts=10 --lm_steps=2 "
                      "--rm_steps=2", *tiny])
@@ -164,7 +163,7 @@ def test_r2_world_lm_experiment_on_the_miniature(miniature, capsys):
     workdir, _, _ = miniature
     experiment = _experiment_module("r2_world_lm.py")
     out = workdir / "r2_world_lm"
-    tiny = [a for a in TINY if not a.startswith("--config.rm.iterations")]
+    tiny = [a for a in MINIATURE if not a.startswith("--config.rm.iterations")]
     experiment.main(["r2_world_lm.py", f"--workdir={workdir}", f"--out={out}", "--fresh=40",
                      "--prompts=10", "--lm_steps=2", "--rm_steps=2", *tiny])
     assert "R2 from the world LM, 40 records on policy samples, 2 steps" in \
