@@ -92,8 +92,8 @@ def _experiment_module(script: str):
 @pytest.mark.slow  # runs the miniature pipeline when it runs first
 def test_seed_experiment_report_on_the_miniature(miniature):
     """experiments/synthetic_qa/run.py on the miniature workdir (as its seed 0, every stage
-    cached, no steering, with --r2_world_lm): its tables and plots come from the seed's own
-    summary and from the fine-grained RLHF run on the world-LM R2."""
+    cached, no steering, with --r2_world_lm and --r2_sft_large): its tables and plots come from
+    the seed's own summary and from the fine-grained RLHF runs on those two R2s."""
     workdir, _, _ = miniature
     summary = json.loads((workdir / "summary.json").read_text())
     experiment = _experiment_module("run.py")
@@ -103,7 +103,7 @@ def test_seed_experiment_report_on_the_miniature(miniature):
     tiny = [a for a in MINIATURE if not a.startswith("--config.rm.iterations")]
     experiment.main(["run.py", "--seeds=0", "--steer_seeds=", f"--workdir={exp}",
                      f"--out={out}", "--r2_world_lm=--fresh=40 --prompts=10 --lm_steps=2 "
-                     "--rm_steps=2", *tiny])
+                     "--rm_steps=2", "--r2_sft_large=--prompts=10 --rm_steps=2", *tiny])
     report = (out / "results.md").read_text()
     for name in ("curves_error_rates.png", "curves_rm_accuracy.png", "results.json"):
         assert (out / name).is_file(), name
@@ -116,16 +116,19 @@ def test_seed_experiment_report_on_the_miniature(miniature):
         "evaluate"]["results"]
     # The world-LM run copies SFT and holistic RLHF: the same policies, the same numbers.
     assert world["SFT"] == results["SFT"] and world["holistic RLHF"] == holistic
-    world_fine = world["fine-grained RLHF"]
-    cells = [f"{m['error_rate/any']:.3f} / {m['errors_per_answer']:.3f}"
-             for m in (sft, holistic, fine, world_fine)]
-    gaps = [f"{holistic['error_rate/any'] - m['error_rate/any']:+.3f}" for m in (fine, world_fine)]
+    large = json.loads((exp / "seed0_r2sft" / "pipeline" / "summary.json").read_text())[
+        "evaluate"]["results"]["fine-grained RLHF"]
+    policies = (sft, holistic, fine, world["fine-grained RLHF"], large)
+    cells = [f"{m['error_rate/any']:.3f} / {m['errors_per_answer']:.3f}" for m in policies]
+    gaps = [f"{holistic['error_rate/any'] - m['error_rate/any']:+.3f}" for m in policies[2:]]
     assert "| 0 | " + " | ".join(cells + gaps) + " |" in report
-    r2 = json.loads((exp / "seed0_r2" / "rm_r2" / "rm_report.json").read_text())
-    assert f"| r2, world LM | {r2['heldout_accuracy']:.3f} +- 0.000 |" in report
+    for folder, row in (("seed0_r2", "r2, world LM"), ("seed0_r2sft", "r2, large feedback")):
+        r2 = json.loads((exp / folder / "rm_r2" / "rm_report.json").read_text())
+        assert f"| {row} | {r2['heldout_accuracy']:.3f} +- 0.000 |" in report
     per_seed = json.loads((out / "results.json").read_text())["per_seed"]
-    curve = per_seed[0]["curves"]["fine_grained_world_lm_r2"]["oracle/error_rate/any"]
-    assert [step for step, _ in curve] == [0, 1, 2]  # SFT, then each PPO evaluation
+    for key in ("fine_grained_world_lm_r2", "fine_grained_sft_large_r2"):
+        curve = per_seed[0]["curves"][key]["oracle/error_rate/any"]
+        assert [step for step, _ in curve] == [0, 1, 2]  # SFT, then each PPO evaluation
     total = sum(s["seconds"] for s in summary.values() if "seconds" in s)
     assert f"| total | {total:.0f} |" in report
     assert "(no steering runs)" in report
@@ -182,6 +185,22 @@ def test_r2_world_lm_experiment_on_the_miniature(miniature, capsys):
     report = json.loads((out / "rm_r2" / "DONE.json").read_text())["report"]
     assert report["heldout_examples"] == labelled
 
+
+
+@pytest.mark.slow  # runs the miniature pipeline when it runs first
+def test_r2_world_lm_with_init_sft_starts_r2_from_the_pipelines_sft_policy(miniature, capsys):
+    workdir, _, _ = miniature
+    experiment = _experiment_module("r2_world_lm.py")
+    out = workdir / "r2_from_sft"
+    tiny = [a for a in MINIATURE if not a.startswith("--config.rm.iterations")]
+    experiment.main(["r2_world_lm.py", f"--workdir={workdir}", f"--out={out}", "--init=sft",
+                     "--prompts=10", "--rm_steps=2", *tiny])
+    assert "R2 from the SFT policy, 40 records on policy samples, 2 steps" in \
+        capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["policy_feedback", "policy_prompts",
+                                                     "rm_r2"]
+    rm_config = json.loads((out / "rm_r2" / "config.json").read_text())
+    assert rm_config["model"]["path"] == str(workdir / "sft" / "hf")
 
 def test_a_preempted_stage_is_not_cached_and_resumes_from_its_checkpoint(tmp_path, capsys):
     calls = []

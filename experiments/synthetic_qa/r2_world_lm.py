@@ -18,6 +18,10 @@ the nearest thing the world allows, and its pre-training is a deviation to repor
 4. With ``--ppo``: the pipeline in ``<out>/pipeline`` with this R2 as its ``rm_r2``:
    fine-grained PPO on this R2, holistic PPO as in the pipeline, the oracle's table.
 
+``--init=sft`` skips step 1 and starts R2 from the pipeline's SFT policy, as the pipeline's own
+R2 does: the control that separates what the pre-training adds from what the larger feedback
+and the longer training add.
+
 ``--workdir`` is a ``python -m fgjax.train`` workdir: its tokenizer, SFT policy and feedback
 are reused, and its data, SFT and feedback stages run first where they have not (pass the same
 ``--config.*`` overrides as that run). This experiment's stages are cached in ``--out``. The
@@ -57,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="other new questions: 4 policy samples each, oracle feedback")
     parser.add_argument("--rm_steps", type=int, default=9000, help="R2 steps")
     parser.add_argument("--rm_learning_rate", type=float, default=3e-4)
+    parser.add_argument("--init", choices=("world_lm", "sft"), default="world_lm",
+                        help="R2's backbone: the world LM of step 1, or the pipeline's SFT "
+                             "policy (as the pipeline's own R2; step 1 is skipped)")
     parser.add_argument("--ppo", action="store_true",
                         help="then run the pipeline's remaining stages (the other RMs, both "
                              "PPO variants, evaluation) in <out>/pipeline with this R2")
@@ -114,12 +121,16 @@ def run(args, command_line) -> None:
     pipeline.run_feedback_stages(config, workdir)  # cached when `fgjax.train` ran there
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    lm_data = os.path.join(out, "world_lm_data")
-    pipeline.run_stage(out, "world_lm_data",
-                       lambda d: build_prompt_data(config, paths, args.fresh, 101, d))
-    lm_config = copy.deepcopy(config)
-    lm_config.sft.iterations = args.lm_steps
-    pipeline.run_stage(out, "world_lm", lambda d: pipeline.run_sft(lm_config, lm_data, d))
+    if args.init == "world_lm":
+        lm_data = os.path.join(out, "world_lm_data")
+        pipeline.run_stage(out, "world_lm_data",
+                           lambda d: build_prompt_data(config, paths, args.fresh, 101, d))
+        lm_config = copy.deepcopy(config)
+        lm_config.sft.iterations = args.lm_steps
+        pipeline.run_stage(out, "world_lm", lambda d: pipeline.run_sft(lm_config, lm_data, d))
+        backbone = os.path.join(out, "world_lm", "hf")
+    else:
+        backbone = paths["sft"]
     prompts = os.path.join(out, "policy_prompts")
     pipeline.run_stage(out, "policy_prompts",
                        lambda d: build_prompt_data(config, paths, args.prompts, 102, d))
@@ -134,7 +145,7 @@ def run(args, command_line) -> None:
     total = counts["new_records"] + counts["heldout_records"]
     # train_rm.training_records(total, f) is then exactly the new records.
     rm_config.rm.heldout_fraction = (counts["heldout_records"] - 0.5) / total
-    rm_paths = dict(paths, sft=os.path.join(out, "world_lm", "hf"),
+    rm_paths = dict(paths, sft=backbone,
                     feedback=os.path.join(out, "policy_feedback"))
     summary = pipeline.run_stage(
         out, "rm_r2", lambda d: pipeline.run_reward_model(rm_config, "r2", rm_paths, d))
@@ -148,7 +159,8 @@ def run(args, command_line) -> None:
         print(f"  pipeline R2 (from SFT, {int(default['iterations'])} steps): "
               f"{default['heldout_accuracy']:.3f} on its first "
               f"{int(default['heldout_examples'])}")
-    print(f"  R2 from the world LM, {counts['new_records']} records on policy samples, "
+    source = "the world LM" if args.init == "world_lm" else "the SFT policy"
+    print(f"  R2 from {source}, {counts['new_records']} records on policy samples, "
           f"{args.rm_steps} steps: "
           f"{report['heldout_accuracy']:.3f}")
     if args.ppo:

@@ -9,8 +9,10 @@ two more fine-grained PPO runs from the same SFT policy and reward models, one w
 weight raised and one with R3's weight raised (``--r1_high`` / ``--r3_high``), evaluated by the
 oracle like the others. With ``--r2_world_lm``, ``r2_world_lm.py --ppo`` then runs per seed in
 ``<workdir>/seed<k>_r2`` (R2 from a backbone pre-trained on the world, ~40 min more per seed on
-2 cores) and its fine-grained RLHF joins the tables and curves as a fourth policy. Then, in
-``--out`` (default: this folder):
+2 cores) and its fine-grained RLHF joins the tables and curves as a further policy; with
+``--r2_sft_large``, likewise ``r2_world_lm.py --ppo --init=sft`` in ``<workdir>/seed<k>_r2sft``
+(R2 from the SFT policy, as the pipeline's, on the same large feedback). Then, in ``--out``
+(default: this folder):
 
 - ``results.md``: final oracle error rates (mean +- std over seeds) of SFT, holistic and
   fine-grained RLHF, per seed with the paired gap, the SFT policy's error rates per seed
@@ -34,6 +36,7 @@ import json
 import os
 import shlex
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,8 +49,25 @@ from fgjax.pipelines.synthetic_config import SYNTHETIC_SCHEMA
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "..", "..", "configs", "synthetic_qa.py")
 VARIANTS = {"fine_grained": "fine-grained RLHF", "holistic": "holistic RLHF"}
-WORLD_LM = "fine-grained RLHF, world-LM R2"  # --r2_world_lm's variant
-CURVE_VARIANTS = {**VARIANTS, "fine_grained_world_lm_r2": WORLD_LM}
+
+
+class R2Variant(NamedTuple):
+    """Fine-grained RLHF with an R2 of ``r2_world_lm.py --ppo`` (run per seed in
+    ``<workdir>/seed<k><suffix>``), reported as a further policy."""
+    policy: str  # its column in the tables
+    rm: str  # its row in the reward-model table
+    curve: str  # its key in the curves
+    suffix: str
+    options: tuple[str, ...]  # r2_world_lm.py options before the user's
+
+
+R2_VARIANTS = {  # run.py flag: variant
+    "r2_world_lm": R2Variant("fine-grained RLHF, world-LM R2", "r2, world LM",
+                             "fine_grained_world_lm_r2", "_r2", ()),
+    "r2_sft_large": R2Variant("fine-grained RLHF, large-feedback R2", "r2, large feedback",
+                              "fine_grained_sft_large_r2", "_r2sft", ("--init=sft",)),
+}
+CURVE_VARIANTS = {**VARIANTS, **{v.curve: v.policy for v in R2_VARIANTS.values()}}
 CURVE_KEYS = [f"error_rate/{t}" for t in (*METRIC_TYPES, "any")] + [
     "errors_per_answer", "fact_recall", "mean_words"]
 
@@ -65,6 +85,11 @@ def parse_args(argv):
                         help="also run r2_world_lm.py --ppo per seed in <workdir>/seed<k>_r2 "
                              "(options such as '--rm_steps=9000' in one quoted string) and "
                              "report fine-grained RLHF with that R2 next to the others")
+    parser.add_argument("--r2_sft_large", nargs="?", const="", default=None,
+                        metavar="'R2_WORLD_LM_OPTIONS'",
+                        help="also run r2_world_lm.py --ppo --init=sft per seed in "
+                             "<workdir>/seed<k>_r2sft (R2 from the SFT policy on the same "
+                             "large feedback) and report fine-grained RLHF with that R2")
     args, rest = parser.parse_known_args(argv[1:])
     if not any(a.startswith("--workdir") for a in rest):
         rest.append("--workdir=runs/synthetic_qa_exp")
@@ -109,28 +134,30 @@ def run_seed(base: CommandLine, seed: int, steer: bool, args) -> dict:
                                    evaluate_policies(config, paths, d, policies))
         out["steering"] = steering["results"]
         out["seconds"]["evaluate_steering"] = steering["seconds"]
-    if args.r2_world_lm is not None:
-        add_world_lm_r2_variant(out, config, workdir, f"{workdir}_r2", args.r2_world_lm)
+    for flag, variant in R2_VARIANTS.items():
+        if getattr(args, flag) is not None:
+            add_r2_variant(out, config, workdir, variant, getattr(args, flag))
     return out
 
 
-def add_world_lm_r2_variant(out: dict, config, workdir: str, r2_out: str, options: str) -> None:
-    """``r2_world_lm.py --ppo`` for this seed in ``r2_out``; its fine-grained RLHF (the
-    pipeline's other stages, R2 from the world LM) joins ``out`` as ``WORLD_LM``."""
+def add_r2_variant(out: dict, config, workdir: str, variant: R2Variant, options: str) -> None:
+    """``r2_world_lm.py --ppo`` for this seed; its fine-grained RLHF (the pipeline's other
+    stages, that R2) joins ``out`` as ``variant.policy``."""
     spec = importlib.util.spec_from_file_location("r2_world_lm",
                                                   os.path.join(HERE, "r2_world_lm.py"))
     r2_world_lm = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(r2_world_lm)
+    r2_out = workdir + variant.suffix
     r2_args = r2_world_lm.build_parser().parse_args(
-        [f"--out={r2_out}", "--ppo", *shlex.split(options)])
+        [f"--out={r2_out}", "--ppo", *variant.options, *shlex.split(options)])
     r2_world_lm.run(r2_args, CommandLine(config, workdir, None))
     target = os.path.join(r2_out, "pipeline")
     with open(os.path.join(target, "summary.json")) as f:
         summary = json.load(f)
-    out["final"][WORLD_LM] = summary["evaluate"]["results"]["fine-grained RLHF"]
+    out["final"][variant.policy] = summary["evaluate"]["results"]["fine-grained RLHF"]
     with open(os.path.join(r2_out, "rm_r2", "rm_report.json")) as f:
-        out["rm"]["r2, world LM"] = json.load(f)
-    out["curves"]["fine_grained_world_lm_r2"] = read_eval_curve(
+        out["rm"][variant.rm] = json.load(f)
+    out["curves"][variant.curve] = read_eval_curve(
         os.path.join(target, "ppo_fine_grained"), out["final"]["SFT"])
 
 
