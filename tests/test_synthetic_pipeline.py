@@ -6,6 +6,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -156,6 +157,13 @@ def test_r2_world_lm_ppo_runs_the_pipeline_with_its_r2_and_the_stages_that_do_no
                                                          "sft"]
     assert json.loads((target / "rm_r2" / pipeline.DONE).read_text()) == {"from": "out"}
     assert json.loads((target / "rm_r1" / pipeline.DONE).read_text()) == {"from": "workdir"}
+    # An R1 trained by --r1_steps replaces the workdir's in a fresh target.
+    (out / "rm_r1").mkdir()
+    (out / "rm_r1" / pipeline.DONE).write_text(json.dumps({"from": "out"}))
+    shutil.rmtree(target)
+    experiment.run_pipeline_with_this_r2(CommandLine(config, str(workdir), None), str(workdir),
+                                         str(out))
+    assert json.loads((target / "rm_r1" / pipeline.DONE).read_text()) == {"from": "out"}
 
 
 @pytest.mark.slow  # runs the miniature pipeline when it runs first
@@ -194,13 +202,17 @@ def test_r2_world_lm_with_init_sft_starts_r2_from_the_pipelines_sft_policy(minia
     out = workdir / "r2_from_sft"
     tiny = [a for a in MINIATURE if not a.startswith("--config.rm.iterations")]
     experiment.main(["r2_world_lm.py", f"--workdir={workdir}", f"--out={out}", "--init=sft",
-                     "--prompts=10", "--rm_steps=2", *tiny])
-    assert "R2 from the SFT policy, 40 records on policy samples, 2 steps" in \
-        capsys.readouterr().out
+                     "--prompts=10", "--rm_steps=2", "--r1_steps=3", *tiny])
+    printed = capsys.readouterr().out
+    assert "R2 from the SFT policy, 40 records on policy samples, 2 steps" in printed
+    assert "R1 from the SFT policy, same records, 3 steps" in printed
     assert sorted(p.name for p in out.iterdir()) == ["policy_feedback", "policy_prompts",
-                                                     "rm_r2"]
-    rm_config = json.loads((out / "rm_r2" / "config.json").read_text())
-    assert rm_config["model"]["path"] == str(workdir / "sft" / "hf")
+                                                     "rm_r1", "rm_r2"]
+    for name, steps in (("rm_r1", 3), ("rm_r2", 2)):
+        rm_config = json.loads((out / name / "config.json").read_text())
+        assert rm_config["model"]["path"] == str(workdir / "sft" / "hf")
+        assert rm_config["data"]["dir"] == str(out / "policy_feedback")
+        assert rm_config["num_iterations"] == steps
 
 def test_a_preempted_stage_is_not_cached_and_resumes_from_its_checkpoint(tmp_path, capsys):
     calls = []

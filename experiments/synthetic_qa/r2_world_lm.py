@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", choices=("world_lm", "sft"), default="world_lm",
                         help="R2's backbone: the world LM of step 1, or the pipeline's SFT "
                              "policy (as the pipeline's own R2; step 1 is skipped)")
+    parser.add_argument("--r1_steps", type=int, default=0,
+                        help="also train R1 on the same feedback from the same backbone for "
+                             "this many steps, and use it with --ppo (0: the pipeline's R1)")
     parser.add_argument("--ppo", action="store_true",
                         help="then run the pipeline's remaining stages (the other RMs, both "
                              "PPO variants, evaluation) in <out>/pipeline with this R2")
@@ -163,21 +166,32 @@ def run(args, command_line) -> None:
     print(f"  R2 from {source}, {counts['new_records']} records on policy samples, "
           f"{args.rm_steps} steps: "
           f"{report['heldout_accuracy']:.3f}")
+    if args.r1_steps:
+        r1_config = copy.deepcopy(rm_config)
+        r1_config.rm.iterations = args.r1_steps
+        r1 = pipeline.run_stage(
+            out, "rm_r1", lambda d: pipeline.run_reward_model(r1_config, "r1", rm_paths, d))
+        print(f"  R1 from {source}, same records, {args.r1_steps} steps: "
+              f"{r1['report']['heldout_accuracy']:.3f} on "
+              f"{int(r1['report']['heldout_examples'])} sub-sentences")
     if args.ppo:
         run_pipeline_with_this_r2(command_line, workdir, out)
 
 
 def run_pipeline_with_this_r2(command_line, workdir: str, out: str) -> dict:
-    """``pipeline.run`` in ``<out>/pipeline`` with this experiment's R2 as its ``rm_r2``. The
-    workdir's finished stages that do not read R2 are copied there (data, SFT, feedback, the
-    other RMs, holistic PPO); the rest (fine-grained PPO, evaluation) run on this R2."""
+    """``pipeline.run`` in ``<out>/pipeline`` with this experiment's R2 as its ``rm_r2`` (and
+    its R1 as ``rm_r1`` when ``--r1_steps`` trained one). The workdir's finished stages that do
+    not read them are copied there (data, SFT, feedback, the other RMs, holistic PPO); the rest
+    (fine-grained PPO, evaluation) run on them."""
     target = os.path.join(out, "pipeline")
     os.makedirs(target, exist_ok=True)
     copies = {name: os.path.join(workdir, name)
               for name in ("data", "sft", "feedback", "rm_r1", "rm_r3", "rm_holistic",
                            "ppo_holistic")
               if os.path.isfile(os.path.join(workdir, name, pipeline.DONE))}
-    copies["rm_r2"] = os.path.join(out, "rm_r2")
+    for name in ("rm_r1", "rm_r2"):
+        if name == "rm_r2" or os.path.isfile(os.path.join(out, name, pipeline.DONE)):
+            copies[name] = os.path.join(out, name)
     for name, source in copies.items():
         if not os.path.isfile(os.path.join(target, name, pipeline.DONE)):
             shutil.rmtree(os.path.join(target, name), ignore_errors=True)
