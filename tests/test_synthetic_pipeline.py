@@ -93,8 +93,8 @@ def _experiment_module(script: str):
 @pytest.mark.slow  # runs the miniature pipeline when it runs first
 def test_seed_experiment_report_on_the_miniature(miniature):
     """experiments/synthetic_qa/run.py on the miniature workdir (as its seed 0, every stage
-    cached, no steering, with --r2_world_lm and --r2_sft_large): its tables and plots come from
-    the seed's own summary and from the fine-grained RLHF runs on those two R2s."""
+    cached, no steering, with --r2_world_lm, --r2_sft_large and --r12_sft_large): its tables and
+    plots come from the seed's own summary and from the fine-grained RLHF runs on those RMs."""
     workdir, _, _ = miniature
     summary = json.loads((workdir / "summary.json").read_text())
     experiment = _experiment_module("run.py")
@@ -104,7 +104,8 @@ def test_seed_experiment_report_on_the_miniature(miniature):
     tiny = [a for a in MINIATURE if not a.startswith("--config.rm.iterations")]
     experiment.main(["run.py", "--seeds=0", "--steer_seeds=", f"--workdir={exp}",
                      f"--out={out}", "--r2_world_lm=--fresh=40 --prompts=10 --lm_steps=2 "
-                     "--rm_steps=2", "--r2_sft_large=--prompts=10 --rm_steps=2", *tiny])
+                     "--rm_steps=2", "--r2_sft_large=--prompts=10 --rm_steps=2",
+                     "--r12_sft_large=--prompts=10 --rm_steps=2 --r1_steps=2", *tiny])
     report = (out / "results.md").read_text()
     for name in ("curves_error_rates.png", "curves_rm_accuracy.png", "results.json"):
         assert (out / name).is_file(), name
@@ -117,17 +118,20 @@ def test_seed_experiment_report_on_the_miniature(miniature):
         "evaluate"]["results"]
     # The world-LM run copies SFT and holistic RLHF: the same policies, the same numbers.
     assert world["SFT"] == results["SFT"] and world["holistic RLHF"] == holistic
-    large = json.loads((exp / "seed0_r2sft" / "pipeline" / "summary.json").read_text())[
-        "evaluate"]["results"]["fine-grained RLHF"]
-    policies = (sft, holistic, fine, world["fine-grained RLHF"], large)
+    large, large_r1 = (json.loads((exp / folder / "pipeline" / "summary.json").read_text())[
+        "evaluate"]["results"]["fine-grained RLHF"] for folder in ("seed0_r2sft", "seed0_r12sft"))
+    policies = (sft, holistic, fine, world["fine-grained RLHF"], large, large_r1)
     cells = [f"{m['error_rate/any']:.3f} / {m['errors_per_answer']:.3f}" for m in policies]
     gaps = [f"{holistic['error_rate/any'] - m['error_rate/any']:+.3f}" for m in policies[2:]]
     assert "| 0 | " + " | ".join(cells + gaps) + " |" in report
-    for folder, row in (("seed0_r2", "r2, world LM"), ("seed0_r2sft", "r2, large feedback")):
-        r2 = json.loads((exp / folder / "rm_r2" / "rm_report.json").read_text())
-        assert f"| {row} | {r2['heldout_accuracy']:.3f} +- 0.000 |" in report
+    for stage, row in (("seed0_r2/rm_r2", "r2, world LM"),
+                       ("seed0_r2sft/rm_r2", "r2, large feedback"),
+                       ("seed0_r12sft/rm_r1", "r1, large feedback")):
+        rm = json.loads((exp / stage / "rm_report.json").read_text())
+        assert f"| {row} | {rm['heldout_accuracy']:.3f} +- 0.000 |" in report
     per_seed = json.loads((out / "results.json").read_text())["per_seed"]
-    for key in ("fine_grained_world_lm_r2", "fine_grained_sft_large_r2"):
+    for key in ("fine_grained_world_lm_r2", "fine_grained_sft_large_r2",
+                "fine_grained_sft_large_r1_r2"):
         curve = per_seed[0]["curves"][key]["oracle/error_rate/any"]
         assert [step for step, _ in curve] == [0, 1, 2]  # SFT, then each PPO evaluation
     total = sum(s["seconds"] for s in summary.values() if "seconds" in s)

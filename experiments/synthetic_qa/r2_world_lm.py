@@ -20,8 +20,8 @@ the nearest thing the world allows, and its pre-training is a deviation to repor
 
 ``--init=sft`` skips step 1 and starts R2 from the pipeline's SFT policy, as the pipeline's own
 R2 does: the control that separates what the pre-training adds from what the larger feedback
-and the longer training add. ``--r1_steps=N`` also trains R1 on the same records from the same backbone (stage ``rm_r1``);
-``--ppo`` then uses it in place of the pipeline's R1.
+and the longer training add. ``--r1_steps=N`` also trains R1 on the same records from the same
+backbone (stage ``rm_r1``); ``--ppo`` then uses it in place of the pipeline's R1.
 
 ``--workdir`` is a ``python -m fgjax.train`` workdir: its tokenizer, SFT policy and feedback
 are reused, and its data, SFT and feedback stages run first where they have not (pass the same

@@ -11,8 +11,9 @@ oracle like the others. With ``--r2_world_lm``, ``r2_world_lm.py --ppo`` then ru
 ``<workdir>/seed<k>_r2`` (R2 from a backbone pre-trained on the world, ~40 min more per seed on
 2 cores) and its fine-grained RLHF joins the tables and curves as a further policy; with
 ``--r2_sft_large``, likewise ``r2_world_lm.py --ppo --init=sft`` in ``<workdir>/seed<k>_r2sft``
-(R2 from the SFT policy, as the pipeline's, on the same large feedback). Then, in ``--out``
-(default: this folder):
+(R2 from the SFT policy, as the pipeline's, on the same large feedback); with
+``--r12_sft_large``, ``--init=sft --r1_steps=3000`` in ``<workdir>/seed<k>_r12sft`` (R1 too).
+Then, in ``--out`` (default: this folder):
 
 - ``results.md``: final oracle error rates (mean +- std over seeds) of SFT, holistic and
   fine-grained RLHF, per seed with the paired gap, the SFT policy's error rates per seed
@@ -55,17 +56,23 @@ class R2Variant(NamedTuple):
     """Fine-grained RLHF with an R2 of ``r2_world_lm.py --ppo`` (run per seed in
     ``<workdir>/seed<k><suffix>``), reported as a further policy."""
     policy: str  # its column in the tables
-    rm: str  # its row in the reward-model table
+    rms: tuple[tuple[str, str], ...]  # (stage, row in the reward-model table) of its new RMs
     curve: str  # its key in the curves
     suffix: str
     options: tuple[str, ...]  # r2_world_lm.py options before the user's
 
 
 R2_VARIANTS = {  # run.py flag: variant
-    "r2_world_lm": R2Variant("fine-grained RLHF, world-LM R2", "r2, world LM",
+    "r2_world_lm": R2Variant("fine-grained RLHF, world-LM R2", (("rm_r2", "r2, world LM"),),
                              "fine_grained_world_lm_r2", "_r2", ()),
-    "r2_sft_large": R2Variant("fine-grained RLHF, large-feedback R2", "r2, large feedback",
-                              "fine_grained_sft_large_r2", "_r2sft", ("--init=sft",)),
+    "r2_sft_large": R2Variant("fine-grained RLHF, large-feedback R2",
+                              (("rm_r2", "r2, large feedback"),), "fine_grained_sft_large_r2",
+                              "_r2sft", ("--init=sft",)),
+    # Its R2 is r2_sft_large's recipe, so only its R1 gets a row.
+    "r12_sft_large": R2Variant("fine-grained RLHF, large-feedback R1 + R2",
+                               (("rm_r1", "r1, large feedback"),),
+                               "fine_grained_sft_large_r1_r2", "_r12sft",
+                               ("--init=sft", "--r1_steps=3000")),
 }
 CURVE_VARIANTS = {**VARIANTS, **{v.curve: v.policy for v in R2_VARIANTS.values()}}
 CURVE_KEYS = [f"error_rate/{t}" for t in (*METRIC_TYPES, "any")] + [
@@ -90,6 +97,10 @@ def parse_args(argv):
                         help="also run r2_world_lm.py --ppo --init=sft per seed in "
                              "<workdir>/seed<k>_r2sft (R2 from the SFT policy on the same "
                              "large feedback) and report fine-grained RLHF with that R2")
+    parser.add_argument("--r12_sft_large", nargs="?", const="", default=None,
+                        metavar="'R2_WORLD_LM_OPTIONS'",
+                        help="likewise with --init=sft --r1_steps=3000 in <workdir>/seed<k>_r12sft "
+                             "(R1 and R2 from the SFT policy on the large feedback)")
     args, rest = parser.parse_known_args(argv[1:])
     if not any(a.startswith("--workdir") for a in rest):
         rest.append("--workdir=runs/synthetic_qa_exp")
@@ -155,8 +166,9 @@ def add_r2_variant(out: dict, config, workdir: str, variant: R2Variant, options:
     with open(os.path.join(target, "summary.json")) as f:
         summary = json.load(f)
     out["final"][variant.policy] = summary["evaluate"]["results"]["fine-grained RLHF"]
-    with open(os.path.join(r2_out, "rm_r2", "rm_report.json")) as f:
-        out["rm"][variant.rm] = json.load(f)
+    for stage, row in variant.rms:
+        with open(os.path.join(r2_out, stage, "rm_report.json")) as f:
+            out["rm"][row] = json.load(f)
     out["curves"][variant.curve] = read_eval_curve(
         os.path.join(target, "ppo_fine_grained"), out["final"]["SFT"])
 
