@@ -22,6 +22,10 @@ from fgjax.pipelines import synthetic_qa as pipeline
 from fgjax.pipelines.synthetic_config import MINIATURE, SYNTHETIC_SCHEMA
 from fgjax.tokenizers import load_tokenizer
 
+# The miniature's overrides for the experiment scripts, without the pipeline's RM steps
+# (r2_world_lm.py sets its RMs' steps with --rm_steps / --r1_steps).
+EXPERIMENT_MINIATURE = [a for a in MINIATURE if not a.startswith("--config.rm.iterations")]
+
 STAGES = ("data", "sft", "feedback", "rm_r1", "rm_r2", "rm_r3", "rm_holistic",
           "ppo_fine_grained", "ppo_holistic", "evaluate")
 
@@ -101,11 +105,11 @@ def test_seed_experiment_report_on_the_miniature(miniature):
     exp, out = workdir.parent / f"{workdir.name}_exp", workdir.parent / f"{workdir.name}_out"
     exp.mkdir()
     (exp / "seed0").symlink_to(workdir)
-    tiny = [a for a in MINIATURE if not a.startswith("--config.rm.iterations")]
     experiment.main(["run.py", "--seeds=0", "--steer_seeds=", f"--workdir={exp}",
                      f"--out={out}", "--r2_world_lm=--fresh=40 --prompts=10 --lm_steps=2 "
                      "--rm_steps=2", "--r2_sft_large=--prompts=10 --rm_steps=2",
-                     "--r12_sft_large=--prompts=10 --rm_steps=2 --r1_steps=2", *tiny])
+                     "--r12_sft_large=--prompts=10 --rm_steps=2 --r1_steps=2",
+                     *EXPERIMENT_MINIATURE])
     report = (out / "results.md").read_text()
     for name in ("curves_error_rates.png", "curves_rm_accuracy.png", "results.json"):
         assert (out / name).is_file(), name
@@ -178,9 +182,8 @@ def test_r2_world_lm_experiment_on_the_miniature(miniature, capsys):
     workdir, _, _ = miniature
     experiment = _experiment_module("r2_world_lm.py")
     out = workdir / "r2_world_lm"
-    tiny = [a for a in MINIATURE if not a.startswith("--config.rm.iterations")]
     experiment.main(["r2_world_lm.py", f"--workdir={workdir}", f"--out={out}", "--fresh=40",
-                     "--prompts=10", "--lm_steps=2", "--rm_steps=2", *tiny])
+                     "--prompts=10", "--lm_steps=2", "--rm_steps=2", *EXPERIMENT_MINIATURE])
     assert "R2 from the world LM, 40 records on policy samples, 2 steps" in \
         capsys.readouterr().out
     counts = json.loads((out / "policy_feedback" / "DONE.json").read_text())
@@ -198,15 +201,13 @@ def test_r2_world_lm_experiment_on_the_miniature(miniature, capsys):
     assert report["heldout_examples"] == labelled
 
 
-
 @pytest.mark.slow  # runs the miniature pipeline when it runs first
 def test_r2_world_lm_with_init_sft_starts_r2_from_the_pipelines_sft_policy(miniature, capsys):
     workdir, _, _ = miniature
     experiment = _experiment_module("r2_world_lm.py")
     out = workdir / "r2_from_sft"
-    tiny = [a for a in MINIATURE if not a.startswith("--config.rm.iterations")]
     experiment.main(["r2_world_lm.py", f"--workdir={workdir}", f"--out={out}", "--init=sft",
-                     "--prompts=10", "--rm_steps=2", "--r1_steps=3", *tiny])
+                     "--prompts=10", "--rm_steps=2", "--r1_steps=3", *EXPERIMENT_MINIATURE])
     printed = capsys.readouterr().out
     assert "R2 from the SFT policy, 40 records on policy samples, 2 steps" in printed
     assert "R1 from the SFT policy, same records, 3 steps" in printed

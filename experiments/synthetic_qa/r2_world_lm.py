@@ -190,9 +190,9 @@ def run_pipeline_with_this_r2(command_line, workdir: str, out: str) -> dict:
               for name in ("data", "sft", "feedback", "rm_r1", "rm_r3", "rm_holistic",
                            "ppo_holistic")
               if os.path.isfile(os.path.join(workdir, name, pipeline.DONE))}
-    for name in ("rm_r1", "rm_r2"):
-        if name == "rm_r2" or os.path.isfile(os.path.join(out, name, pipeline.DONE)):
-            copies[name] = os.path.join(out, name)
+    copies["rm_r2"] = os.path.join(out, "rm_r2")
+    if os.path.isfile(os.path.join(out, "rm_r1", pipeline.DONE)):  # trained by --r1_steps
+        copies["rm_r1"] = os.path.join(out, "rm_r1")
     for name, source in copies.items():
         if not os.path.isfile(os.path.join(target, name, pipeline.DONE)):
             shutil.rmtree(os.path.join(target, name), ignore_errors=True)

@@ -52,29 +52,38 @@ DEFAULT_CONFIG = os.path.join(HERE, "..", "..", "configs", "synthetic_qa.py")
 VARIANTS = {"fine_grained": "fine-grained RLHF", "holistic": "holistic RLHF"}
 
 
-class R2Variant(NamedTuple):
-    """Fine-grained RLHF with an R2 of ``r2_world_lm.py --ppo`` (run per seed in
-    ``<workdir>/seed<k><suffix>``), reported as a further policy."""
+class RMVariant(NamedTuple):
+    """Fine-grained RLHF with reward models of ``r2_world_lm.py --ppo`` (run per seed in
+    ``<workdir>/seed<k><suffix>``), reported as a further policy; its run.py flag takes that
+    script's further options in one quoted string."""
     policy: str  # its column in the tables
     rms: tuple[tuple[str, str], ...]  # (stage, row in the reward-model table) of its new RMs
     curve: str  # its key in the curves
     suffix: str
     options: tuple[str, ...]  # r2_world_lm.py options before the user's
+    help: str
 
 
-R2_VARIANTS = {  # run.py flag: variant
-    "r2_world_lm": R2Variant("fine-grained RLHF, world-LM R2", (("rm_r2", "r2, world LM"),),
-                             "fine_grained_world_lm_r2", "_r2", ()),
-    "r2_sft_large": R2Variant("fine-grained RLHF, large-feedback R2",
-                              (("rm_r2", "r2, large feedback"),), "fine_grained_sft_large_r2",
-                              "_r2sft", ("--init=sft",)),
+RM_VARIANTS = {  # run.py flag: variant
+    "r2_world_lm": RMVariant(
+        "fine-grained RLHF, world-LM R2", (("rm_r2", "r2, world LM"),),
+        "fine_grained_world_lm_r2", "_r2", (),
+        "also run r2_world_lm.py --ppo per seed in <workdir>/seed<k>_r2 (options such as "
+        "'--rm_steps=9000' in one quoted string) and report fine-grained RLHF with that R2 next "
+        "to the others"),
+    "r2_sft_large": RMVariant(
+        "fine-grained RLHF, large-feedback R2", (("rm_r2", "r2, large feedback"),),
+        "fine_grained_sft_large_r2", "_r2sft", ("--init=sft",),
+        "likewise with --init=sft in <workdir>/seed<k>_r2sft (R2 from the SFT policy on the "
+        "same large feedback)"),
     # Its R2 is r2_sft_large's recipe, so only its R1 gets a row.
-    "r12_sft_large": R2Variant("fine-grained RLHF, large-feedback R1 + R2",
-                               (("rm_r1", "r1, large feedback"),),
-                               "fine_grained_sft_large_r1_r2", "_r12sft",
-                               ("--init=sft", "--r1_steps=3000")),
+    "r12_sft_large": RMVariant(
+        "fine-grained RLHF, large-feedback R1 + R2", (("rm_r1", "r1, large feedback"),),
+        "fine_grained_sft_large_r1_r2", "_r12sft", ("--init=sft", "--r1_steps=3000"),
+        "likewise with --init=sft --r1_steps=3000 in <workdir>/seed<k>_r12sft (R1 and R2 from "
+        "the SFT policy on the large feedback)"),
 }
-CURVE_VARIANTS = {**VARIANTS, **{v.curve: v.policy for v in R2_VARIANTS.values()}}
+CURVE_VARIANTS = {**VARIANTS, **{v.curve: v.policy for v in RM_VARIANTS.values()}}
 CURVE_KEYS = [f"error_rate/{t}" for t in (*METRIC_TYPES, "any")] + [
     "errors_per_answer", "fact_recall", "mean_words"]
 
@@ -87,20 +96,9 @@ def parse_args(argv):
     parser.add_argument("--r1_high", type=float, default=3.0, help="R1 weight of the R1 run")
     parser.add_argument("--r3_high", type=float, default=3.0, help="R3 weight of the R3 run")
     parser.add_argument("--out", default=HERE, help="folder for results.md / plots")
-    parser.add_argument("--r2_world_lm", nargs="?", const="", default=None,
-                        metavar="'R2_WORLD_LM_OPTIONS'",
-                        help="also run r2_world_lm.py --ppo per seed in <workdir>/seed<k>_r2 "
-                             "(options such as '--rm_steps=9000' in one quoted string) and "
-                             "report fine-grained RLHF with that R2 next to the others")
-    parser.add_argument("--r2_sft_large", nargs="?", const="", default=None,
-                        metavar="'R2_WORLD_LM_OPTIONS'",
-                        help="also run r2_world_lm.py --ppo --init=sft per seed in "
-                             "<workdir>/seed<k>_r2sft (R2 from the SFT policy on the same "
-                             "large feedback) and report fine-grained RLHF with that R2")
-    parser.add_argument("--r12_sft_large", nargs="?", const="", default=None,
-                        metavar="'R2_WORLD_LM_OPTIONS'",
-                        help="likewise with --init=sft --r1_steps=3000 in <workdir>/seed<k>_r12sft "
-                             "(R1 and R2 from the SFT policy on the large feedback)")
+    for flag, variant in RM_VARIANTS.items():
+        parser.add_argument(f"--{flag}", nargs="?", const="", default=None,
+                            metavar="'R2_WORLD_LM_OPTIONS'", help=variant.help)
     args, rest = parser.parse_known_args(argv[1:])
     if not any(a.startswith("--workdir") for a in rest):
         rest.append("--workdir=runs/synthetic_qa_exp")
@@ -145,15 +143,15 @@ def run_seed(base: CommandLine, seed: int, steer: bool, args) -> dict:
                                    evaluate_policies(config, paths, d, policies))
         out["steering"] = steering["results"]
         out["seconds"]["evaluate_steering"] = steering["seconds"]
-    for flag, variant in R2_VARIANTS.items():
+    for flag, variant in RM_VARIANTS.items():
         if getattr(args, flag) is not None:
-            add_r2_variant(out, config, workdir, variant, getattr(args, flag))
+            add_rm_variant(out, config, workdir, variant, getattr(args, flag))
     return out
 
 
-def add_r2_variant(out: dict, config, workdir: str, variant: R2Variant, options: str) -> None:
+def add_rm_variant(out: dict, config, workdir: str, variant: RMVariant, options: str) -> None:
     """``r2_world_lm.py --ppo`` for this seed; its fine-grained RLHF (the pipeline's other
-    stages, that R2) joins ``out`` as ``variant.policy``."""
+    stages, its reward models) joins ``out`` as ``variant.policy``."""
     spec = importlib.util.spec_from_file_location("r2_world_lm",
                                                   os.path.join(HERE, "r2_world_lm.py"))
     r2_world_lm = importlib.util.module_from_spec(spec)
