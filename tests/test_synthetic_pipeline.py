@@ -97,15 +97,16 @@ def _experiment_module(script: str):
 @pytest.mark.slow  # runs the miniature pipeline when it runs first
 def test_seed_experiment_report_on_the_miniature(miniature):
     """experiments/synthetic_qa/run.py on the miniature workdir (as its seed 0, every stage
-    cached, no steering, with --r2_world_lm, --r2_sft_large and --r12_sft_large): its tables and
-    plots come from the seed's own summary and from the fine-grained RLHF runs on those RMs."""
+    cached, with --r2_world_lm, --r2_sft_large and --r12_sft_large, and weight steering on the
+    pipeline's RMs and on --r12_sft_large's): its tables and plots come from the seed's own
+    summary and from the fine-grained RLHF runs on those RMs."""
     workdir, _, _ = miniature
     summary = json.loads((workdir / "summary.json").read_text())
     experiment = _experiment_module("run.py")
     exp, out = workdir.parent / f"{workdir.name}_exp", workdir.parent / f"{workdir.name}_out"
     exp.mkdir()
     (exp / "seed0").symlink_to(workdir)
-    experiment.main(["run.py", "--seeds=0", "--steer_seeds=", f"--workdir={exp}",
+    experiment.main(["run.py", "--seeds=0", "--steer_rm_variants=r12_sft_large", f"--workdir={exp}",
                      f"--out={out}", "--r2_world_lm=--fresh=40 --prompts=10 --lm_steps=2 "
                      "--rm_steps=2", "--r2_sft_large=--prompts=10 --rm_steps=2",
                      "--r12_sft_large=--prompts=10 --rm_steps=2 --r1_steps=2",
@@ -138,9 +139,21 @@ def test_seed_experiment_report_on_the_miniature(miniature):
                 "fine_grained_sft_large_r1_r2"):
         curve = per_seed[0]["curves"][key]["oracle/error_rate/any"]
         assert [step for step, _ in curve] == [0, 1, 2]  # SFT, then each PPO evaluation
-    total = sum(s["seconds"] for s in summary.values() if "seconds" in s)
+    steering = ("ppo_steer_r1", "ppo_steer_r3", "evaluate_steering")
+    total = sum(s["seconds"] for s in summary.values() if "seconds" in s) + sum(
+        json.loads((workdir / stage / "DONE.json").read_text())["seconds"] for stage in steering)
     assert f"| total | {total:.0f} |" in report
-    assert "(no steering runs)" in report
+    # One steering table on the pipeline's RMs, one on the large-feedback R1 + R2's.
+    for folder, heading in (
+            (workdir, "## Weight steering (fine-grained RLHF; R1 x3, R3 x3)"),
+            (exp / "seed0_r12sft" / "pipeline", "## Weight steering with the reward models of "
+             "fine-grained RLHF, large-feedback R1 + R2 (R1 x3, R3 x3)")):
+        steered = json.loads((folder / "evaluate_steering" / "DONE.json").read_text())[
+            "results"]
+        assert list(steered) == ["fine-grained RLHF", "R1 x3", "R3 x3"]
+        table = report.split(heading + "\n\n")[1].split("\n\n")[0]
+        words = " | ".join(f"{steered[n]['mean_words']:.3f} +- 0.000" for n in steered)
+        assert f"| mean_words | {words} |" in table, folder
 
 
 def test_r2_world_lm_ppo_runs_the_pipeline_with_its_r2_and_the_stages_that_do_not_read_r2(
@@ -276,6 +289,17 @@ def test_experiment_scripts_reject_a_bad_config_in_one_line_before_any_stage(tmp
     assert not workdir.exists() and not out.exists()
 
 
+def test_run_rejects_steering_an_extra_policy_that_is_not_run(capsys):
+    experiment = _experiment_module("run.py")
+    with pytest.raises(SystemExit):
+        experiment.parse_args(["run.py", "--r2_sft_large", "--steer_rm_variants=r12_sft_large"])
+    assert "--steer_rm_variants: 'r12_sft_large' is not one of the extra-policy flags given" in (
+        capsys.readouterr().err)
+    args, *_ = experiment.parse_args(["run.py", "--r12_sft_large=--rm_steps=5",
+                                      "--steer_rm_variants=r12_sft_large"])
+    assert args.steer_rm_variants == ["r12_sft_large"]
+
+
 def test_steering_table_counts_each_reward_models_target_errors_per_answer():
     experiment = _experiment_module("run.py")
     def metrics(**counts):
@@ -286,7 +310,7 @@ def test_steering_table_counts_each_reward_models_target_errors_per_answer():
                                                 Wrong_Grounding=0.5, Missing=0.7)}},
                 {"steering": {"R1 x3": metrics(Irrelevant=0.3, Unverifiable=0.4, Missing=0.9)}},
                 {"steering": None}]
-    table = experiment.steering_table(per_seed)
+    table = experiment.steering_table([s["steering"] for s in per_seed])
     assert "| R1 target: NF-ERR spans per answer | 0.450 +- 0.212 |" in table
     assert "| R2 target: F-ERR spans per answer | 0.450 +- 0.071 |" in table
     assert "| R3 target: missing facts per answer | 0.800 +- 0.141 |" in table

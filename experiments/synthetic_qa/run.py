@@ -95,11 +95,20 @@ def parse_args(argv):
                         help="seeds with the two weight-steering runs (default: all; '' for none)")
     parser.add_argument("--r1_high", type=float, default=3.0, help="R1 weight of the R1 run")
     parser.add_argument("--r3_high", type=float, default=3.0, help="R3 weight of the R3 run")
+    parser.add_argument("--steer_rm_variants", default="",
+                        help="comma-separated extra-policy flags (e.g. r12_sft_large) whose "
+                             "reward models get the two steering runs too, on the steering "
+                             "seeds")
     parser.add_argument("--out", default=HERE, help="folder for results.md / plots")
     for flag, variant in RM_VARIANTS.items():
         parser.add_argument(f"--{flag}", nargs="?", const="", default=None,
                             metavar="'R2_WORLD_LM_OPTIONS'", help=variant.help)
     args, rest = parser.parse_known_args(argv[1:])
+    args.steer_rm_variants = [f for f in args.steer_rm_variants.split(",") if f]
+    for flag in args.steer_rm_variants:
+        if flag not in RM_VARIANTS or getattr(args, flag) is None:
+            parser.error(f"--steer_rm_variants: {flag!r} is not one of the extra-policy flags "
+                         f"given ({', '.join('--' + f for f in RM_VARIANTS)})")
     if not any(a.startswith("--workdir") for a in rest):
         rest.append("--workdir=runs/synthetic_qa_exp")
     command_line = parse_command_line([argv[0], *rest], DEFAULT_CONFIG, SYNTHETIC_SCHEMA)
@@ -114,7 +123,6 @@ def run_seed(base: CommandLine, seed: int, steer: bool, args) -> dict:
     config.seed = seed
     workdir = os.path.join(os.path.abspath(base.workdir), f"seed{seed}")
     evaluation = pipeline.run(CommandLine(config, workdir, None))
-    paths = pipeline.stage_paths(workdir)
     out = {"final": evaluation["results"], "rm": {}, "curves": {}, "steering": None}
     with open(os.path.join(workdir, "summary.json")) as f:
         summary = json.load(f)
@@ -129,29 +137,43 @@ def run_seed(base: CommandLine, seed: int, steer: bool, args) -> dict:
         out["curves"][variant] = read_eval_curve(os.path.join(workdir, f"ppo_{variant}"),
                                                  out["final"]["SFT"])
     if steer:
-        policies = {"fine-grained RLHF": paths["ppo_fine_grained"]}
-        for rm, weight in (("r1", args.r1_high), ("r3", args.r3_high)):
-            variant_config = config.copy_and_resolve_references()
-            variant_config.rewards[f"{rm}_weight"] = weight
-            stage = f"ppo_steer_{rm}"
-            summary = pipeline.run_stage(workdir, stage, lambda d, c=variant_config: pipeline.
-                                         run_ppo(c, "fine_grained", paths, d))
-            out["seconds"][stage] = summary["seconds"]
-            policies[f"{rm.upper()} x{weight:g}"] = os.path.join(
-                workdir, stage, pipeline.ppo_job.POLICY_EXPORT_DIR)
-        steering = pipeline.run_stage(workdir, "evaluate_steering", lambda d: pipeline.
-                                   evaluate_policies(config, paths, d, policies))
-        out["steering"] = steering["results"]
-        out["seconds"]["evaluate_steering"] = steering["seconds"]
+        out["steering"], seconds = run_steering(config, workdir, args)
+        out["seconds"].update(seconds)
+    out["variant_steering"] = {}
     for flag, variant in RM_VARIANTS.items():
         if getattr(args, flag) is not None:
-            add_rm_variant(out, config, workdir, variant, getattr(args, flag))
+            target = add_rm_variant(out, config, workdir, variant, getattr(args, flag))
+            if steer and flag in args.steer_rm_variants:
+                out["variant_steering"][flag], _ = run_steering(config, target, args)
     return out
 
 
-def add_rm_variant(out: dict, config, workdir: str, variant: RMVariant, options: str) -> None:
+def run_steering(config, workdir: str, args) -> tuple[dict, dict]:
+    """Two more fine-grained PPO runs in ``workdir`` (a pipeline workdir whose fine-grained
+    RLHF has run) from its SFT policy and reward models, one with R1's weight raised and one
+    with R3's, and the oracle on all three: ``(metrics per policy, seconds per stage)``."""
+    paths = pipeline.stage_paths(workdir)
+    policies = {"fine-grained RLHF": paths["ppo_fine_grained"]}
+    seconds = {}
+    for rm, weight in (("r1", args.r1_high), ("r3", args.r3_high)):
+        variant_config = config.copy_and_resolve_references()
+        variant_config.rewards[f"{rm}_weight"] = weight
+        stage = f"ppo_steer_{rm}"
+        summary = pipeline.run_stage(workdir, stage, lambda d, c=variant_config: pipeline.
+                                     run_ppo(c, "fine_grained", paths, d))
+        seconds[stage] = summary["seconds"]
+        policies[f"{rm.upper()} x{weight:g}"] = os.path.join(
+            workdir, stage, pipeline.ppo_job.POLICY_EXPORT_DIR)
+    steering = pipeline.run_stage(workdir, "evaluate_steering", lambda d: pipeline.
+                                  evaluate_policies(config, paths, d, policies))
+    seconds["evaluate_steering"] = steering["seconds"]
+    return steering["results"], seconds
+
+
+def add_rm_variant(out: dict, config, workdir: str, variant: RMVariant, options: str) -> str:
     """``r2_world_lm.py --ppo`` for this seed; its fine-grained RLHF (the pipeline's other
-    stages, its reward models) joins ``out`` as ``variant.policy``."""
+    stages, its reward models) joins ``out`` as ``variant.policy``. Returns that pipeline's
+    workdir."""
     spec = importlib.util.spec_from_file_location("r2_world_lm",
                                                   os.path.join(HERE, "r2_world_lm.py"))
     r2_world_lm = importlib.util.module_from_spec(spec)
@@ -169,6 +191,7 @@ def add_rm_variant(out: dict, config, workdir: str, variant: RMVariant, options:
             out["rm"][row] = json.load(f)
     out["curves"][variant.curve] = read_eval_curve(
         os.path.join(target, "ppo_fine_grained"), out["final"]["SFT"])
+    return target
 
 
 def read_eval_curve(ppo_dir: str, start: dict) -> dict:
@@ -288,8 +311,10 @@ def group_count(metrics: dict, types: tuple[str, ...]) -> float:
     return sum(metrics[f"mean_count/{t}"] for t in types)
 
 
-def steering_table(per_seed: list[dict]) -> str:
-    steered = [s["steering"] for s in per_seed if s["steering"]]
+def steering_table(steered: list[dict | None]) -> str:
+    """Mean +- std over seeds of each steering policy's oracle metrics (``None``: a seed
+    without steering runs)."""
+    steered = [s for s in steered if s]
     if not steered:
         return "(no steering runs)"
     names = list(steered[0])
@@ -364,7 +389,11 @@ def main(argv):
         "## Reward models against the oracle (held-out feedback records)",
         rm_table(per_seed),
         f"## Weight steering (fine-grained RLHF; R1 x{args.r1_high:g}, R3 x{args.r3_high:g})",
-        steering_table(per_seed),
+        steering_table([s["steering"] for s in per_seed]),
+        *[part for flag in args.steer_rm_variants for part in (
+            f"## Weight steering with the reward models of {RM_VARIANTS[flag].policy} "
+            f"(R1 x{args.r1_high:g}, R3 x{args.r3_high:g})",
+            steering_table([s["variant_steering"].get(flag) for s in per_seed]))],
         "## Seconds per stage (as run; a cached stage keeps the time of its run)",
         seconds_table(seeds, per_seed),
     ])
