@@ -13,6 +13,8 @@ oracle like the others. With ``--r2_world_lm``, ``r2_world_lm.py --ppo`` then ru
 ``--r2_sft_large``, likewise ``r2_world_lm.py --ppo --init=sft`` in ``<workdir>/seed<k>_r2sft``
 (R2 from the SFT policy, as the pipeline's, on the same large feedback); with
 ``--r12_sft_large``, ``--init=sft --r1_steps=3000`` in ``<workdir>/seed<k>_r12sft`` (R1 too).
+``--steer_rm_variants=r12_sft_large`` runs the two steering runs on that policy's reward models
+as well (in ``<workdir>/seed<k>_r12sft/pipeline``), with a steering table of their own.
 Then, in ``--out`` (default: this folder):
 
 - ``results.md``: final oracle error rates (mean +- std over seeds) of SFT, holistic and
