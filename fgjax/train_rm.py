@@ -205,7 +205,8 @@ def make_pairwise_loss(model, pad_id: int):
 
 
 def summarize(totals: dict) -> dict:
-    """Accuracy, mean loss and (token_cls) error-class precision / recall / F1 from sums."""
+    """Accuracy, mean loss and (token_cls) error-class precision / recall / F1 from sums, and
+    the accuracy of always predicting the more frequent class, the baseline to beat."""
     count = max(totals["sum/count"], 1.0)
     out = {"accuracy": totals["sum/correct"] / count, "loss": totals["sum/loss"] / count,
            "examples": totals["sum/count"]}
@@ -215,6 +216,8 @@ def summarize(totals: dict) -> dict:
         recall = tp / (tp + fn) if tp + fn else 0.0
         out.update(error_precision=precision, error_recall=recall,
                    error_f1=2 * precision * recall / (precision + recall) if tp else 0.0)
+        errors = tp + fn
+        out["majority_accuracy"] = max(errors, totals["sum/count"] - errors) / count
     return out
 
 

@@ -50,6 +50,10 @@ def test_miniature_pipeline_runs_every_stage_and_prints_the_table(miniature):
     assert sampler_compiles == (2, 2)
     assert "oracle error rate" in out and "fine-grained RLHF" in out and "holistic RLHF" in out
     assert "sampled answers to the train prompts (the feedback's): Irrelevant " in out
+    r2 = json.loads((workdir / "rm_r2" / "rm_report.json").read_text())
+    agreement = (f"  r2        segment accuracy {r2['heldout_accuracy']:.3f} (always the majority "
+                 f"label: {r2['heldout_majority_accuracy']:.3f}), error F1 ")
+    assert agreement in out and agreement in (workdir / "results.txt").read_text()
     assert f"PPO curves: {workdir}/ppo_*/curves.png" in out
     for variant in ("ppo_fine_grained", "ppo_holistic"):
         assert (workdir / variant / "curves.png").is_file(), variant
@@ -298,6 +302,24 @@ def test_run_rejects_steering_an_extra_policy_that_is_not_run(capsys):
     args, *_ = experiment.parse_args(["run.py", "--r12_sft_large=--rm_steps=5",
                                       "--steer_rm_variants=r12_sft_large"])
     assert args.steer_rm_variants == ["r12_sft_large"]
+
+
+def test_rm_agreement_names_the_segment_models_below_the_target():
+    def segment(accuracy):
+        return {"heldout_accuracy": accuracy, "heldout_majority_accuracy": 0.8,
+                "heldout_error_f1": 0.5, "heldout_examples": 100.0}
+    pairwise = {"heldout_accuracy": 0.6, "heldout_examples": 20.0}
+    reports = {"r1": segment(0.9), "r2": segment(0.6), "r3": pairwise, "holistic": pairwise}
+    text = pipeline.format_rm_agreement(reports)
+    assert "  r1        segment accuracy 0.900 (always the majority label: 0.800), error F1 " \
+           "0.500, on 100 sub-sentences" in text
+    assert "  holistic  pairwise accuracy 0.600 on 20 preference pairs" in text
+    assert "  R2 below 0.85: more feedback and steps lift it (" in text
+    reports["r1"] = segment(0.7)
+    assert "  R1 and R2 below 0.85: more feedback and steps lift them (" in (
+        pipeline.format_rm_agreement(reports))
+    reports["r1"] = reports["r2"] = segment(0.85)
+    assert "below" not in pipeline.format_rm_agreement(reports)
 
 
 def test_steering_table_counts_each_reward_models_target_errors_per_answer():

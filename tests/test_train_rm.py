@@ -59,7 +59,12 @@ def test_segment_reward_models_fit_50_examples(name, tmp_path, tokenizer_dir, qa
                            checkpoint=str(tmp_path / "hf"), error_label=1)
     models, params = load_reward_models([spec])
     config = parse_command_line(argv).config
-    train, _, _ = train_rm.build_examples(config, load_tokenizer(str(tokenizer_dir)))
+    train, held_out, _ = train_rm.build_examples(config, load_tokenizer(str(tokenizer_dir)))
+    # The baseline to beat: always predicting the more frequent label of the held-out segments.
+    labels = held_out["labels"][held_out["labels"] != rm_builders.IGNORE_LABEL]
+    assert len(labels) == report["heldout_examples"]
+    errors = float(np.mean(labels == 1))
+    assert report["heldout_majority_accuracy"] == pytest.approx(max(errors, 1.0 - errors))
     loss_fn = train_rm.make_token_cls_loss(models[name], 0, np.ones(2, np.float32))
     _, sums = loss_fn(params[name], jax_tree(train))
     assert float(sums["sum/correct"]) / float(sums["sum/count"]) == pytest.approx(
