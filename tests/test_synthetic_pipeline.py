@@ -101,9 +101,9 @@ def _experiment_module(script: str):
 @pytest.mark.slow  # runs the miniature pipeline when it runs first
 def test_seed_experiment_report_on_the_miniature(miniature):
     """experiments/synthetic_qa/run.py on the miniature workdir (as its seed 0, every stage
-    cached, with --r2_world_lm, --r2_sft_large and --r12_sft_large, and weight steering on the
-    pipeline's RMs and on --r12_sft_large's): its tables and plots come from the seed's own
-    summary and from the fine-grained RLHF runs on those RMs."""
+    cached, with --r2_world_lm, --r2_sft_large, --r12_sft_large and --h_sft_large, and weight
+    steering on the pipeline's RMs and on --r12_sft_large's): its tables and plots come from the
+    seed's own summary and from the RLHF runs on those RMs."""
     workdir, _, _ = miniature
     summary = json.loads((workdir / "summary.json").read_text())
     experiment = _experiment_module("run.py")
@@ -114,6 +114,7 @@ def test_seed_experiment_report_on_the_miniature(miniature):
                      f"--out={out}", "--r2_world_lm=--fresh=40 --prompts=10 --lm_steps=2 "
                      "--rm_steps=2", "--r2_sft_large=--prompts=10 --rm_steps=2",
                      "--r12_sft_large=--prompts=10 --rm_steps=2 --r1_steps=2",
+                     "--h_sft_large=--prompts=10 --holistic_steps=2",
                      *EXPERIMENT_MINIATURE])
     report = (out / "results.md").read_text()
     for name in ("curves_error_rates.png", "curves_rm_accuracy.png", "results.json"):
@@ -129,18 +130,28 @@ def test_seed_experiment_report_on_the_miniature(miniature):
     assert world["SFT"] == results["SFT"] and world["holistic RLHF"] == holistic
     large, large_r1 = (json.loads((exp / folder / "pipeline" / "summary.json").read_text())[
         "evaluate"]["results"]["fine-grained RLHF"] for folder in ("seed0_r2sft", "seed0_r12sft"))
-    policies = (sft, holistic, fine, world["fine-grained RLHF"], large, large_r1)
+    # The equal-feedback control: holistic RLHF re-run on its large-feedback preference RM; its
+    # run keeps the workdir's fine-grained RLHF (no R1 / R2 of its own).
+    control = json.loads((exp / "seed0_hsft" / "pipeline" / "summary.json").read_text())[
+        "evaluate"]["results"]
+    assert control["fine-grained RLHF"] == fine
+    large_holistic = control["holistic RLHF"]
+    policies = (sft, holistic, fine, world["fine-grained RLHF"], large, large_r1, large_holistic)
     cells = [f"{m['error_rate/any']:.3f} / {m['errors_per_answer']:.3f}" for m in policies]
-    gaps = [f"{holistic['error_rate/any'] - m['error_rate/any']:+.3f}" for m in policies[2:]]
+    gaps = [f"{h['error_rate/any'] - m['error_rate/any']:+.3f}" for h, m in (
+        *((holistic, m) for m in policies[2:6]), (large_holistic, large),
+        (large_holistic, large_r1))]
     assert "| 0 | " + " | ".join(cells + gaps) + " |" in report
+    assert "holistic, large-feedback RM - fine-grained RLHF, large-feedback R1 + R2, any" in report
     for stage, row in (("seed0_r2/rm_r2", "r2, world LM"),
                        ("seed0_r2sft/rm_r2", "r2, large feedback"),
-                       ("seed0_r12sft/rm_r1", "r1, large feedback")):
+                       ("seed0_r12sft/rm_r1", "r1, large feedback"),
+                       ("seed0_hsft/rm_holistic", "holistic, large feedback")):
         rm = json.loads((exp / stage / "rm_report.json").read_text())
         assert f"| {row} | {rm['heldout_accuracy']:.3f} +- 0.000 |" in report
     per_seed = json.loads((out / "results.json").read_text())["per_seed"]
     for key in ("fine_grained_world_lm_r2", "fine_grained_sft_large_r2",
-                "fine_grained_sft_large_r1_r2"):
+                "fine_grained_sft_large_r1_r2", "holistic_sft_large"):
         curve = per_seed[0]["curves"][key]["oracle/error_rate/any"]
         assert [step for step, _ in curve] == [0, 1, 2]  # SFT, then each PPO evaluation
     steering = ("ppo_steer_r1", "ppo_steer_r3", "evaluate_steering")
@@ -160,7 +171,7 @@ def test_seed_experiment_report_on_the_miniature(miniature):
         assert f"| mean_words | {words} |" in table, folder
 
 
-def test_r2_world_lm_ppo_runs_the_pipeline_with_its_r2_and_the_stages_that_do_not_read_r2(
+def test_r2_world_lm_ppo_runs_the_pipeline_with_its_rms_and_the_stages_that_do_not_read_them(
         tmp_path, monkeypatch):
     experiment = _experiment_module("r2_world_lm.py")
     workdir, out = tmp_path / "workdir", tmp_path / "out"
@@ -174,8 +185,8 @@ def test_r2_world_lm_ppo_runs_the_pipeline_with_its_r2_and_the_stages_that_do_no
     monkeypatch.setattr(experiment.pipeline, "run", lambda command_line: runs.append(
         command_line.workdir))
     config = defaults(SYNTHETIC_SCHEMA)
-    experiment.run_pipeline_with_this_r2(CommandLine(config, str(workdir), None), str(workdir),
-                                         str(out))
+    experiment.run_pipeline_with_these_rms(CommandLine(config, str(workdir), None),
+                                           str(workdir), str(out))
     target = out / "pipeline"
     assert runs == [str(target)]
     assert sorted(p.name for p in target.iterdir()) == ["data", "feedback", "rm_r1", "rm_r2",
@@ -186,9 +197,23 @@ def test_r2_world_lm_ppo_runs_the_pipeline_with_its_r2_and_the_stages_that_do_no
     (out / "rm_r1").mkdir()
     (out / "rm_r1" / pipeline.DONE).write_text(json.dumps({"from": "out"}))
     shutil.rmtree(target)
-    experiment.run_pipeline_with_this_r2(CommandLine(config, str(workdir), None), str(workdir),
-                                         str(out))
+    experiment.run_pipeline_with_these_rms(CommandLine(config, str(workdir), None),
+                                           str(workdir), str(out))
     assert json.loads((target / "rm_r1" / pipeline.DONE).read_text()) == {"from": "out"}
+    # Only a holistic RM trained by --holistic_steps (--rm_steps=0): fine-grained RLHF is the
+    # workdir's, holistic PPO runs again on the new RM.
+    for name in ("rm_holistic", "ppo_holistic"):
+        (workdir / name).mkdir()
+        (workdir / name / pipeline.DONE).write_text(json.dumps({"from": "workdir"}))
+    shutil.rmtree(out)
+    (out / "rm_holistic").mkdir(parents=True)
+    (out / "rm_holistic" / pipeline.DONE).write_text(json.dumps({"from": "out"}))
+    experiment.run_pipeline_with_these_rms(CommandLine(config, str(workdir), None),
+                                           str(workdir), str(out))
+    assert sorted(p.name for p in target.iterdir()) == [
+        "data", "feedback", "ppo_fine_grained", "rm_holistic", "rm_r1", "rm_r2", "sft"]
+    assert json.loads((target / "rm_holistic" / pipeline.DONE).read_text()) == {"from": "out"}
+    assert json.loads((target / "rm_r2" / pipeline.DONE).read_text()) == {"from": "workdir"}
 
 
 @pytest.mark.slow  # runs the miniature pipeline when it runs first

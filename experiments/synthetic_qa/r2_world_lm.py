@@ -22,6 +22,9 @@ the nearest thing the world allows, and its pre-training is a deviation to repor
 R2 does: the control that separates what the pre-training adds from what the larger feedback
 and the longer training add. ``--r1_steps=N`` also trains R1 on the same records from the same
 backbone (stage ``rm_r1``); ``--ppo`` then uses it in place of the pipeline's R1.
+``--holistic_steps=N`` likewise trains the holistic preference RM on the same records'
+preferences (stage ``rm_holistic``), and ``--ppo`` re-runs holistic PPO on it: holistic RLHF with
+as much feedback as the large-feedback R1 / R2 (``--rm_steps=0`` skips R2 for that control).
 
 ``--workdir`` is a ``python -m fgjax.train`` workdir: its tokenizer, SFT policy and feedback
 are reused, and its data, SFT and feedback stages run first where they have not (pass the same
@@ -60,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lm_steps", type=int, default=2000, help="world-LM steps (32 rows)")
     parser.add_argument("--prompts", type=int, default=20000,
                         help="other new questions: 4 policy samples each, oracle feedback")
-    parser.add_argument("--rm_steps", type=int, default=9000, help="R2 steps")
+    parser.add_argument("--rm_steps", type=int, default=9000,
+                        help="R2 steps (0: no R2 here; --ppo uses the pipeline's)")
     parser.add_argument("--rm_learning_rate", type=float, default=3e-4)
     parser.add_argument("--init", choices=("world_lm", "sft"), default="world_lm",
                         help="R2's backbone: the world LM of step 1, or the pipeline's SFT "
@@ -68,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--r1_steps", type=int, default=0,
                         help="also train R1 on the same feedback from the same backbone for "
                              "this many steps, and use it with --ppo (0: the pipeline's R1)")
+    parser.add_argument("--holistic_steps", type=int, default=0,
+                        help="also train the holistic preference RM on the same records' "
+                             "preferences from the same backbone, and with --ppo run holistic "
+                             "PPO on it (0: the pipeline's holistic RM and PPO)")
     parser.add_argument("--ppo", action="store_true",
                         help="then run the pipeline's remaining stages (the other RMs, both "
                              "PPO variants, evaluation) in <out>/pipeline with this R2")
@@ -151,48 +159,56 @@ def run(args, command_line) -> None:
     rm_config.rm.heldout_fraction = (counts["heldout_records"] - 0.5) / total
     rm_paths = dict(paths, sft=backbone,
                     feedback=os.path.join(out, "policy_feedback"))
-    summary = pipeline.run_stage(
-        out, "rm_r2", lambda d: pipeline.run_reward_model(rm_config, "r2", rm_paths, d))
-    report = summary["report"]
-    print(f"R2 held-out segment accuracy on the policy's held-out feedback "
-          f"({int(report['heldout_examples'])} sentences):")
-    default_done = os.path.join(workdir, "rm_r2", pipeline.DONE)
-    if os.path.isfile(default_done):  # the pipeline's own R2, for comparison
-        with open(default_done) as f:
-            default = json.load(f)["report"]
-        print(f"  pipeline R2 (from SFT, {int(default['iterations'])} steps): "
-              f"{default['heldout_accuracy']:.3f} on its first "
-              f"{int(default['heldout_examples'])}")
     source = "the world LM" if args.init == "world_lm" else "the SFT policy"
-    print(f"  R2 from {source}, {counts['new_records']} records on policy samples, "
-          f"{args.rm_steps} steps: "
-          f"{report['heldout_accuracy']:.3f}")
-    if args.r1_steps:
-        r1_config = copy.deepcopy(rm_config)
-        r1_config.rm.iterations = args.r1_steps
-        r1 = pipeline.run_stage(
-            out, "rm_r1", lambda d: pipeline.run_reward_model(r1_config, "r1", rm_paths, d))
-        print(f"  R1 from {source}, same records, {args.r1_steps} steps: "
-              f"{r1['report']['heldout_accuracy']:.3f} on "
-              f"{int(r1['report']['heldout_examples'])} sub-sentences")
+    if args.rm_steps:
+        summary = pipeline.run_stage(
+            out, "rm_r2", lambda d: pipeline.run_reward_model(rm_config, "r2", rm_paths, d))
+        report = summary["report"]
+        print(f"R2 held-out segment accuracy on the policy's held-out feedback "
+              f"({int(report['heldout_examples'])} sentences):")
+        default_done = os.path.join(workdir, "rm_r2", pipeline.DONE)
+        if os.path.isfile(default_done):  # the pipeline's own R2, for comparison
+            with open(default_done) as f:
+                default = json.load(f)["report"]
+            print(f"  pipeline R2 (from SFT, {int(default['iterations'])} steps): "
+                  f"{default['heldout_accuracy']:.3f} on its first "
+                  f"{int(default['heldout_examples'])}")
+        print(f"  R2 from {source}, {counts['new_records']} records on policy samples, "
+              f"{args.rm_steps} steps: "
+              f"{report['heldout_accuracy']:.3f}")
+    for name, label, steps, unit in (("r1", "R1", args.r1_steps, "sub-sentences"),
+                                     ("holistic", "holistic RM", args.holistic_steps,
+                                      "preference pairs")):
+        if steps:
+            step_config = copy.deepcopy(rm_config)
+            step_config.rm.iterations = steps
+            trained = pipeline.run_stage(
+                out, f"rm_{name}",
+                lambda d, c=step_config, n=name: pipeline.run_reward_model(c, n, rm_paths, d))
+            print(f"  {label} from {source}, same records, {steps} steps: "
+                  f"{trained['report']['heldout_accuracy']:.3f} on "
+                  f"{int(trained['report']['heldout_examples'])} {unit}")
     if args.ppo:
-        run_pipeline_with_this_r2(command_line, workdir, out)
+        run_pipeline_with_these_rms(command_line, workdir, out)
 
 
-def run_pipeline_with_this_r2(command_line, workdir: str, out: str) -> dict:
-    """``pipeline.run`` in ``<out>/pipeline`` with this experiment's R2 as its ``rm_r2`` (and
-    its R1 as ``rm_r1`` when ``--r1_steps`` trained one). The workdir's finished stages that do
-    not read them are copied there (data, SFT, feedback, the other RMs, holistic PPO); the rest
-    (fine-grained PPO, evaluation) run on them."""
+def run_pipeline_with_these_rms(command_line, workdir: str, out: str) -> dict:
+    """``pipeline.run`` in ``<out>/pipeline`` with this experiment's reward models (R2, and R1
+    and the holistic RM where ``--r1_steps`` / ``--holistic_steps`` trained them) in place of
+    the pipeline's. The workdir's other finished stages that do not read them are copied there
+    (data, SFT, feedback, the other RMs, each PPO variant whose RMs are not new); the rest (PPO
+    on the new RMs, evaluation) run on them."""
     target = os.path.join(out, "pipeline")
     os.makedirs(target, exist_ok=True)
+    trained = {name for name in ("rm_r1", "rm_r2", "rm_holistic")
+               if os.path.isfile(os.path.join(out, name, pipeline.DONE))}
     copies = {name: os.path.join(workdir, name)
-              for name in ("data", "sft", "feedback", "rm_r1", "rm_r3", "rm_holistic",
-                           "ppo_holistic")
-              if os.path.isfile(os.path.join(workdir, name, pipeline.DONE))}
-    copies["rm_r2"] = os.path.join(out, "rm_r2")
-    if os.path.isfile(os.path.join(out, "rm_r1", pipeline.DONE)):  # trained by --r1_steps
-        copies["rm_r1"] = os.path.join(out, "rm_r1")
+              for name in ("data", "sft", "feedback", "rm_r1", "rm_r2", "rm_r3", "rm_holistic",
+                           "ppo_fine_grained", "ppo_holistic")
+              if os.path.isfile(os.path.join(workdir, name, pipeline.DONE))
+              and not (name == "ppo_fine_grained" and trained & {"rm_r1", "rm_r2"})
+              and not (name == "ppo_holistic" and "rm_holistic" in trained)}
+    copies.update({name: os.path.join(out, name) for name in trained})
     for name, source in copies.items():
         if not os.path.isfile(os.path.join(target, name, pipeline.DONE)):
             shutil.rmtree(os.path.join(target, name), ignore_errors=True)

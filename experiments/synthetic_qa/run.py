@@ -13,7 +13,9 @@ oracle like the others. With ``--r2_world_lm``, ``r2_world_lm.py --ppo`` then ru
 ``--r2_sft_large``, likewise ``r2_world_lm.py --ppo --init=sft`` in ``<workdir>/seed<k>_r2sft``
 (R2 from the SFT policy, as the pipeline's, on the same large feedback); with
 ``--r12_sft_large``, ``--init=sft --r1_steps=3000`` in ``<workdir>/seed<k>_r12sft`` (R1 too).
-``--steer_rm_variants=r12_sft_large`` runs the two steering runs on that policy's reward models
+``--h_sft_large`` is their control with equal feedback: ``--init=sft --rm_steps=0
+--holistic_steps=3000`` in ``<workdir>/seed<k>_hsft``, holistic RLHF whose preference RM is
+trained on the same large feedback. ``--steer_rm_variants=r12_sft_large`` runs the two steering runs on that policy's reward models
 as well (in ``<workdir>/seed<k>_r12sft/pipeline``), with a steering table of their own.
 Then, in ``--out`` (default: this folder):
 
@@ -55,7 +57,7 @@ VARIANTS = {"fine_grained": "fine-grained RLHF", "holistic": "holistic RLHF"}
 
 
 class RMVariant(NamedTuple):
-    """Fine-grained RLHF with reward models of ``r2_world_lm.py --ppo`` (run per seed in
+    """RLHF with reward models of ``r2_world_lm.py --ppo`` (run per seed in
     ``<workdir>/seed<k><suffix>``), reported as a further policy; its run.py flag takes that
     script's further options in one quoted string."""
     policy: str  # its column in the tables
@@ -64,6 +66,7 @@ class RMVariant(NamedTuple):
     suffix: str
     options: tuple[str, ...]  # r2_world_lm.py options before the user's
     help: str
+    ppo: str = "fine_grained"  # which PPO variant of that run it is (a key of VARIANTS)
 
 
 RM_VARIANTS = {  # run.py flag: variant
@@ -84,6 +87,13 @@ RM_VARIANTS = {  # run.py flag: variant
         "fine_grained_sft_large_r1_r2", "_r12sft", ("--init=sft", "--r1_steps=3000"),
         "likewise with --init=sft --r1_steps=3000 in <workdir>/seed<k>_r12sft (R1 and R2 from "
         "the SFT policy on the large feedback)"),
+    # The control with equal feedback: holistic RLHF whose preference RM sees the same records.
+    "h_sft_large": RMVariant(
+        "holistic RLHF, large-feedback RM", (("rm_holistic", "holistic, large feedback"),),
+        "holistic_sft_large", "_hsft", ("--init=sft", "--rm_steps=0", "--holistic_steps=3000"),
+        "likewise with --init=sft --rm_steps=0 --holistic_steps=3000 in <workdir>/seed<k>_hsft "
+        "(holistic RLHF, its preference RM from the SFT policy on the same large feedback)",
+        ppo="holistic"),
 }
 CURVE_VARIANTS = {**VARIANTS, **{v.curve: v.policy for v in RM_VARIANTS.values()}}
 CURVE_KEYS = [f"error_rate/{t}" for t in (*METRIC_TYPES, "any")] + [
@@ -187,12 +197,12 @@ def add_rm_variant(out: dict, config, workdir: str, variant: RMVariant, options:
     target = os.path.join(r2_out, "pipeline")
     with open(os.path.join(target, "summary.json")) as f:
         summary = json.load(f)
-    out["final"][variant.policy] = summary["evaluate"]["results"]["fine-grained RLHF"]
+    out["final"][variant.policy] = summary["evaluate"]["results"][VARIANTS[variant.ppo]]
     for stage, row in variant.rms:
         with open(os.path.join(r2_out, stage, "rm_report.json")) as f:
             out["rm"][row] = json.load(f)
     out["curves"][variant.curve] = read_eval_curve(
-        os.path.join(target, "ppo_fine_grained"), out["final"]["SFT"])
+        os.path.join(target, f"ppo_{variant.ppo}"), out["final"]["SFT"])
     return target
 
 
@@ -226,22 +236,32 @@ def final_table(per_seed: list[dict]) -> str:
 
 def per_seed_table(seeds: list[int], per_seed: list[dict]) -> str:
     """error_rate/any / errors_per_answer of each policy per seed, and the paired gaps
-    holistic - fine-grained of error_rate/any (positive: fine-grained RLHF is better)."""
+    holistic - fine-grained of error_rate/any (positive: fine-grained RLHF is better): holistic
+    RLHF against every fine-grained policy, and holistic RLHF on the large-feedback preference RM
+    against the fine-grained policies on large-feedback RMs."""
     names = list(per_seed[0]["final"])
     fine = [n for n in names if n.startswith("fine-grained")]
-    lines = ["| seed | " + " | ".join(names) + " | "
-             + " | ".join(f"holistic - {n.removesuffix(' RLHF')}, any" for n in fine) + " |",
-             "|---" * (len(names) + len(fine) + 1) + "|"]
-    gaps = {n: [s["final"]["holistic RLHF"]["error_rate/any"] - s["final"][n]["error_rate/any"]
-                for s in per_seed] for n in fine}
+    large_holistic = RM_VARIANTS["h_sft_large"].policy
+    pairs = [("holistic RLHF", n) for n in fine]
+    if large_holistic in names:
+        pairs += [(large_holistic, n) for n in fine if "large-feedback" in n]
+
+    def label(pair):
+        holistic = "holistic" if pair[0] == "holistic RLHF" else "holistic, large-feedback RM"
+        return f"{holistic} - {pair[1].removesuffix(' RLHF')}, any"
+
+    lines = ["| seed | " + " | ".join(names) + " | " + " | ".join(map(label, pairs)) + " |",
+             "|---" * (len(names) + len(pairs) + 1) + "|"]
+    gaps = {p: [s["final"][p[0]]["error_rate/any"] - s["final"][p[1]]["error_rate/any"]
+                for s in per_seed] for p in pairs}
     for i, (seed, s) in enumerate(zip(seeds, per_seed)):
         final = s["final"]
         cells = [f"{final[n]['error_rate/any']:.3f} / {final[n]['errors_per_answer']:.3f}"
-                 for n in names] + [f"{gaps[n][i]:+.3f}" for n in fine]
+                 for n in names] + [f"{gaps[p][i]:+.3f}" for p in pairs]
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     lines.append("| mean +- std | " + " | ".join(
         [mean_std([s["final"][n]["error_rate/any"] for s in per_seed]) for n in names]
-        + [mean_std(gaps[n]) for n in fine]) + " |")
+        + [mean_std(gaps[p]) for p in pairs]) + " |")
     return "\n".join(lines)
 
 
