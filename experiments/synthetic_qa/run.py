@@ -15,8 +15,9 @@ oracle like the others. With ``--r2_world_lm``, ``r2_world_lm.py --ppo`` then ru
 ``--r12_sft_large``, ``--init=sft --r1_steps=3000`` in ``<workdir>/seed<k>_r12sft`` (R1 too).
 ``--h_sft_large`` is their control with equal feedback: ``--init=sft --rm_steps=0
 --holistic_steps=3000`` in ``<workdir>/seed<k>_hsft``, holistic RLHF whose preference RM is
-trained on the same large feedback. ``--steer_rm_variants=r12_sft_large`` runs the two steering runs on that policy's reward models
-as well (in ``<workdir>/seed<k>_r12sft/pipeline``), with a steering table of their own.
+trained on the same large feedback. ``--steer_rm_variants=r12_sft_large`` runs the two
+steering runs on that policy's reward models as well (in ``<workdir>/seed<k>_r12sft/pipeline``),
+with a steering table of their own.
 Then, in ``--out`` (default: this folder):
 
 - ``results.md``: final oracle error rates (mean +- std over seeds) of SFT, holistic and
