@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "preferences from the same backbone, and with --ppo run holistic "
                              "PPO on it (0: the pipeline's holistic RM and PPO)")
     parser.add_argument("--ppo", action="store_true",
-                        help="then run the pipeline's remaining stages (the other RMs, both "
-                             "PPO variants, evaluation) in <out>/pipeline with this R2")
+                        help="then run the pipeline's remaining stages (the other RMs, the "
+                             "PPO variants on new RMs, evaluation) in <out>/pipeline with "
+                             "these RMs")
     return parser
 
 
