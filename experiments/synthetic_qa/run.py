@@ -14,10 +14,10 @@ oracle like the others. With ``--r2_world_lm``, ``r2_world_lm.py --ppo`` then ru
 (R2 from the SFT policy, as the pipeline's, on the same large feedback); with
 ``--r12_sft_large``, ``--init=sft --r1_steps=3000`` in ``<workdir>/seed<k>_r12sft`` (R1 too).
 ``--h_sft_large`` is their control with equal feedback: ``--init=sft --rm_steps=0
---holistic_steps=3000`` in ``<workdir>/seed<k>_hsft``, holistic RLHF whose preference RM is
-trained on the same large feedback. ``--steer_rm_variants=r12_sft_large`` runs the two
-steering runs on that policy's reward models as well (in ``<workdir>/seed<k>_r12sft/pipeline``),
-with a steering table of their own.
+--holistic_steps=9000`` (R2's steps) in ``<workdir>/seed<k>_hsft``, holistic RLHF whose
+preference RM is trained on the same large feedback. ``--steer_rm_variants=r12_sft_large``
+runs the two steering runs on that policy's reward models as well (in
+``<workdir>/seed<k>_r12sft/pipeline``), with a steering table of their own.
 Then, in ``--out`` (default: this folder):
 
 - ``results.md``: final oracle error rates (mean +- std over seeds) of SFT, holistic and
@@ -91,8 +91,8 @@ RM_VARIANTS = {  # run.py flag: variant
     # The control with equal feedback: holistic RLHF whose preference RM sees the same records.
     "h_sft_large": RMVariant(
         "holistic RLHF, large-feedback RM", (("rm_holistic", "holistic, large feedback"),),
-        "holistic_sft_large", "_hsft", ("--init=sft", "--rm_steps=0", "--holistic_steps=3000"),
-        "likewise with --init=sft --rm_steps=0 --holistic_steps=3000 in <workdir>/seed<k>_hsft "
+        "holistic_sft_large", "_hsft", ("--init=sft", "--rm_steps=0", "--holistic_steps=9000"),
+        "likewise with --init=sft --rm_steps=0 --holistic_steps=9000 in <workdir>/seed<k>_hsft "
         "(holistic RLHF, its preference RM from the SFT policy on the same large feedback)",
         ppo="holistic"),
 }
