@@ -19,6 +19,7 @@ from fgjax.data import rm_builders
 from fgjax.data.synthetic_oracle import METRIC_TYPES
 from fgjax.errors import StagePreempted
 from fgjax.pipelines import synthetic_qa as pipeline
+from fgjax.pipelines import synthetic_report
 from fgjax.pipelines.synthetic_config import MINIATURE, SYNTHETIC_SCHEMA
 from fgjax.tokenizers import load_tokenizer
 
@@ -335,16 +336,16 @@ def test_rm_agreement_names_the_segment_models_below_the_target():
                 "heldout_error_f1": 0.5, "heldout_examples": 100.0}
     pairwise = {"heldout_accuracy": 0.6, "heldout_examples": 20.0}
     reports = {"r1": segment(0.9), "r2": segment(0.6), "r3": pairwise, "holistic": pairwise}
-    text = pipeline.format_rm_agreement(reports)
+    text = synthetic_report.format_rm_agreement(reports)
     assert "  r1        segment accuracy 0.900 (always the majority label: 0.800), error F1 " \
            "0.500, on 100 sub-sentences" in text
     assert "  holistic  pairwise accuracy 0.600 on 20 preference pairs" in text
     assert "  R2 below 0.85: more feedback and steps lift it (" in text
     reports["r1"] = segment(0.7)
     assert "  R1 and R2 below 0.85: more feedback and steps lift them (" in (
-        pipeline.format_rm_agreement(reports))
+        synthetic_report.format_rm_agreement(reports))
     reports["r1"] = reports["r2"] = segment(0.85)
-    assert "below" not in pipeline.format_rm_agreement(reports)
+    assert "below" not in synthetic_report.format_rm_agreement(reports)
 
 
 def test_steering_table_counts_each_reward_models_target_errors_per_answer():

@@ -203,12 +203,12 @@ def run_pipeline_with_these_rms(command_line, workdir: str, out: str) -> dict:
     os.makedirs(target, exist_ok=True)
     trained = {name for name in ("rm_r1", "rm_r2", "rm_holistic")
                if os.path.isfile(os.path.join(out, name, pipeline.DONE))}
+    reads = {"ppo_fine_grained": {"rm_r1", "rm_r2", "rm_r3"}, "ppo_holistic": {"rm_holistic"}}
     copies = {name: os.path.join(workdir, name)
               for name in ("data", "sft", "feedback", "rm_r1", "rm_r2", "rm_r3", "rm_holistic",
-                           "ppo_fine_grained", "ppo_holistic")
+                           *reads)
               if os.path.isfile(os.path.join(workdir, name, pipeline.DONE))
-              and not (name == "ppo_fine_grained" and trained & {"rm_r1", "rm_r2"})
-              and not (name == "ppo_holistic" and "rm_holistic" in trained)}
+              and not reads.get(name, set()) & trained}
     copies.update({name: os.path.join(out, name) for name in trained})
     for name, source in copies.items():
         if not os.path.isfile(os.path.join(target, name, pipeline.DONE)):

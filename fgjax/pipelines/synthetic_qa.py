@@ -36,9 +36,9 @@ from fgjax.config import CommandLine, defaults
 from fgjax.data import synthetic_qa
 from fgjax.data.ppo_prompts import qa_prompt_arrays
 from fgjax.data.qa_feedback_files import load_prompts_split
-from fgjax.data.synthetic_oracle import METRIC_TYPES
 from fgjax.errors import ConfigError, StagePreempted
 from fgjax.models import load_pretrained
+from fgjax.pipelines import synthetic_report
 from fgjax.pipelines.rm_agreement import SegmentAgreement
 from fgjax.pipelines.synthetic_config import SYNTHETIC_SCHEMA
 from fgjax.rollout import SamplingConfig, sample
@@ -303,23 +303,6 @@ def evaluate_policies(config, paths: dict, stage_dir: str, policies: dict | None
     return {"results": results}
 
 
-def format_table(results: dict) -> str:
-    names = list(results)
-    width = max(len(n) for n in names) + 2
-    lines = ["oracle error rate (share of answers with >= 1 error of the type), held-out prompts",
-             f"{'error type':18}" + "".join(f"{n:>{width}}" for n in names)]
-    for error in (*METRIC_TYPES, "any"):
-        key = f"error_rate/{error}"
-        lines.append(f"{error:18}" + "".join(f"{results[n][key]:>{width}.3f}" for n in names))
-    lines.append(f"{'errors per answer':18}" + "".join(
-        f"{results[n]['errors_per_answer']:>{width}.3f}" for n in names))
-    lines.append(f"{'mean words':18}" + "".join(f"{results[n]['mean_words']:>{width}.1f}"
-                                                for n in names))
-    lines.append(f"{'fact recall':18}" + "".join(f"{results[n]['fact_recall']:>{width}.3f}"
-                                                 for n in names))
-    return "\n".join(lines)
-
-
 def stage_paths(workdir: str) -> dict:
     """Where each stage leaves what later stages read (HF directories, data folders)."""
     paths = {"data": os.path.join(workdir, "data"), "feedback": os.path.join(workdir, "feedback")}
@@ -355,38 +338,6 @@ def run_feedback_stages(config, workdir: str) -> dict:
     return summaries
 
 
-# The issue's bar for R1 / R2 segment accuracy against the oracle.
-SEGMENT_ACCURACY_TARGET = 0.85
-
-
-def format_rm_agreement(reports: dict[str, dict]) -> str:
-    """The reward models' held-out agreement with the oracle: R1 / R2 segment accuracy next to
-    always predicting the more frequent label, and error F1; R3 / holistic pairwise accuracy.
-    Below the target, where the full experiment's recipe for better R1 / R2 is."""
-    lines = ["reward models vs the oracle on held-out answers:"]
-    weak = []
-    for name, report in reports.items():
-        if name in train_rm.TOKEN_CLS:
-            unit = "sub-sentences" if name == "r1" else "sentences"
-            # Reports cached before 2026-12-05 lack the majority baseline.
-            majority = report.get("heldout_majority_accuracy")
-            baseline = "" if majority is None else f" (always the majority label: {majority:.3f})"
-            lines.append(
-                f"  {name:9} segment accuracy {report['heldout_accuracy']:.3f}{baseline}, error "
-                f"F1 {report['heldout_error_f1']:.3f}, on {report['heldout_examples']:.0f} {unit}")
-            if report["heldout_accuracy"] < SEGMENT_ACCURACY_TARGET:
-                weak.append(name.upper())
-        else:
-            lines.append(f"  {name:9} pairwise accuracy {report['heldout_accuracy']:.3f} on "
-                         f"{report['heldout_examples']:.0f} preference pairs")
-    if weak:
-        lines.append(
-            f"  {' and '.join(weak)} below {SEGMENT_ACCURACY_TARGET}: more feedback and steps "
-            f"lift {'it' if len(weak) == 1 else 'them'} (experiments/synthetic_qa/"
-            "r2_world_lm.py --init=sft --r1_steps=3000 --ppo; experiments/synthetic_qa/REPORT.md)")
-    return "\n".join(lines)
-
-
 def run(command_line: CommandLine) -> dict:
     config = command_line.config
     validate(config)
@@ -405,19 +356,14 @@ def run(command_line: CommandLine) -> dict:
             lambda d, variant=variant: run_ppo(config, variant, paths, d),
         )
     evaluation = run_stage(workdir, "evaluate", lambda d: evaluate_policies(config, paths, d))
-    table = format_table(evaluation["results"])
-    samples = summaries["feedback"]["sft_samples"]
-    sampled = ("the SFT policy's sampled answers to the train prompts (the feedback's): "
-               + ", ".join(f"{t} {samples[f'error_rate/{t}']:.3f}" for t in (*METRIC_TYPES, "any")))
-    agreement = format_rm_agreement({name: summaries[f"rm_{name}"]["report"]
-                                     for name in ("r1", "r2", "r3", "holistic")})
+    report = synthetic_report.format_results(
+        evaluation["results"], summaries["feedback"]["sft_samples"],
+        {name: summaries[f"rm_{name}"]["report"] for name in ("r1", "r2", "r3", "holistic")})
     print()
-    print(table)
-    print(sampled)
-    print(agreement)
+    print(report)
     print(f"checkpoints: {workdir}/<stage>/ ; PPO curves: {workdir}/ppo_*/curves.png "
           "(numbers: metrics.jsonl)")
     _write_json(os.path.join(workdir, "summary.json"), summaries | {"evaluate": evaluation})
     with open(os.path.join(workdir, "results.txt"), "w") as f:
-        f.write("\n".join((table, sampled, agreement)) + "\n")
+        f.write(report + "\n")
     return evaluation
