@@ -102,7 +102,8 @@ def _experiment_module(script: str):
 @pytest.mark.slow  # runs the miniature pipeline when it runs first
 def test_seed_experiment_report_on_the_miniature(miniature):
     """experiments/synthetic_qa/run.py on the miniature workdir (as its seed 0, every stage
-    cached, with --r2_world_lm, --r2_sft_large, --r12_sft_large and --h_sft_large, and weight
+    cached, with --r2_world_lm, --r2_sft_large, --r12_sft_large, --r123_sft_large and
+    --h_sft_large, and weight
     steering on the pipeline's RMs and on --r12_sft_large's): its tables and plots come from the
     seed's own summary and from the RLHF runs on those RMs."""
     workdir, _, _ = miniature
@@ -115,6 +116,7 @@ def test_seed_experiment_report_on_the_miniature(miniature):
                      f"--out={out}", "--r2_world_lm=--fresh=40 --prompts=10 --lm_steps=2 "
                      "--rm_steps=2", "--r2_sft_large=--prompts=10 --rm_steps=2",
                      "--r12_sft_large=--prompts=10 --rm_steps=2 --r1_steps=2",
+                     "--r123_sft_large=--prompts=10 --rm_steps=2 --r1_steps=2 --r3_steps=2",
                      "--h_sft_large=--prompts=10 --holistic_steps=2",
                      *EXPERIMENT_MINIATURE])
     report = (out / "results.md").read_text()
@@ -129,30 +131,35 @@ def test_seed_experiment_report_on_the_miniature(miniature):
         "evaluate"]["results"]
     # The world-LM run copies SFT and holistic RLHF: the same policies, the same numbers.
     assert world["SFT"] == results["SFT"] and world["holistic RLHF"] == holistic
-    large, large_r1 = (json.loads((exp / folder / "pipeline" / "summary.json").read_text())[
-        "evaluate"]["results"]["fine-grained RLHF"] for folder in ("seed0_r2sft", "seed0_r12sft"))
+    large, large_r1, large_r123 = (
+        json.loads((exp / folder / "pipeline" / "summary.json").read_text())["evaluate"][
+            "results"]["fine-grained RLHF"]
+        for folder in ("seed0_r2sft", "seed0_r12sft", "seed0_r123sft"))
     # The equal-feedback control: holistic RLHF re-run on its large-feedback preference RM; its
     # run keeps the workdir's fine-grained RLHF (no R1 / R2 of its own).
     control = json.loads((exp / "seed0_hsft" / "pipeline" / "summary.json").read_text())[
         "evaluate"]["results"]
     assert control["fine-grained RLHF"] == fine
     large_holistic = control["holistic RLHF"]
-    policies = (sft, holistic, fine, world["fine-grained RLHF"], large, large_r1, large_holistic)
+    policies = (sft, holistic, fine, world["fine-grained RLHF"], large, large_r1, large_r123,
+                large_holistic)
     cells = [f"{m['error_rate/any']:.3f} / {m['errors_per_answer']:.3f}" for m in policies]
     gaps = [f"{h['error_rate/any'] - m['error_rate/any']:+.3f}" for h, m in (
-        *((holistic, m) for m in policies[2:6]), (large_holistic, large),
-        (large_holistic, large_r1))]
+        *((holistic, m) for m in policies[2:7]),
+        *((large_holistic, m) for m in (large, large_r1, large_r123)))]
     assert "| 0 | " + " | ".join(cells + gaps) + " |" in report
     assert "holistic, large-feedback RM - fine-grained RLHF, large-feedback R1 + R2, any" in report
     for stage, row in (("seed0_r2/rm_r2", "r2, world LM"),
                        ("seed0_r2sft/rm_r2", "r2, large feedback"),
                        ("seed0_r12sft/rm_r1", "r1, large feedback"),
+                       ("seed0_r123sft/rm_r3", "r3, large feedback"),
                        ("seed0_hsft/rm_holistic", "holistic, large feedback")):
         rm = json.loads((exp / stage / "rm_report.json").read_text())
         assert f"| {row} | {rm['heldout_accuracy']:.3f} +- 0.000 |" in report
     per_seed = json.loads((out / "results.json").read_text())["per_seed"]
     for key in ("fine_grained_world_lm_r2", "fine_grained_sft_large_r2",
-                "fine_grained_sft_large_r1_r2", "holistic_sft_large"):
+                "fine_grained_sft_large_r1_r2", "fine_grained_sft_large_r1_r2_r3",
+                "holistic_sft_large"):
         curve = per_seed[0]["curves"][key]["oracle/error_rate/any"]
         assert [step for step, _ in curve] == [0, 1, 2]  # SFT, then each PPO evaluation
     steering = ("ppo_steer_r1", "ppo_steer_r3", "evaluate_steering")
@@ -201,6 +208,17 @@ def test_r2_world_lm_ppo_runs_the_pipeline_with_its_rms_and_the_stages_that_do_n
     experiment.run_pipeline_with_these_rms(CommandLine(config, str(workdir), None),
                                            str(workdir), str(out))
     assert json.loads((target / "rm_r1" / pipeline.DONE).read_text()) == {"from": "out"}
+    # An R3 trained by --r3_steps replaces the workdir's finished one; fine-grained PPO reads it,
+    # so it runs again (the workdir's is not copied).
+    (workdir / "rm_r3" / pipeline.DONE).write_text(json.dumps({"from": "workdir"}))
+    (out / "rm_r3").mkdir()
+    (out / "rm_r3" / pipeline.DONE).write_text(json.dumps({"from": "out"}))
+    shutil.rmtree(target)
+    experiment.run_pipeline_with_these_rms(CommandLine(config, str(workdir), None),
+                                           str(workdir), str(out))
+    assert sorted(p.name for p in target.iterdir()) == ["data", "feedback", "rm_r1", "rm_r2",
+                                                         "rm_r3", "sft"]
+    assert json.loads((target / "rm_r3" / pipeline.DONE).read_text()) == {"from": "out"}
     # Only a holistic RM trained by --holistic_steps (--rm_steps=0): fine-grained RLHF is the
     # workdir's, holistic PPO runs again on the new RM.
     for name in ("rm_holistic", "ppo_holistic"):
@@ -212,7 +230,7 @@ def test_r2_world_lm_ppo_runs_the_pipeline_with_its_rms_and_the_stages_that_do_n
     experiment.run_pipeline_with_these_rms(CommandLine(config, str(workdir), None),
                                            str(workdir), str(out))
     assert sorted(p.name for p in target.iterdir()) == [
-        "data", "feedback", "ppo_fine_grained", "rm_holistic", "rm_r1", "rm_r2", "sft"]
+        "data", "feedback", "ppo_fine_grained", "rm_holistic", "rm_r1", "rm_r2", "rm_r3", "sft"]
     assert json.loads((target / "rm_holistic" / pipeline.DONE).read_text()) == {"from": "out"}
     assert json.loads((target / "rm_r2" / pipeline.DONE).read_text()) == {"from": "workdir"}
 
@@ -250,13 +268,15 @@ def test_r2_world_lm_with_init_sft_starts_r2_from_the_pipelines_sft_policy(minia
     experiment = _experiment_module("r2_world_lm.py")
     out = workdir / "r2_from_sft"
     experiment.main(["r2_world_lm.py", f"--workdir={workdir}", f"--out={out}", "--init=sft",
-                     "--prompts=10", "--rm_steps=2", "--r1_steps=3", *EXPERIMENT_MINIATURE])
+                     "--prompts=10", "--rm_steps=2", "--r1_steps=3", "--r3_steps=4",
+                     *EXPERIMENT_MINIATURE])
     printed = capsys.readouterr().out
     assert "R2 from the SFT policy, 40 records on policy samples, 2 steps" in printed
     assert "R1 from the SFT policy, same records, 3 steps" in printed
+    assert "R3 from the SFT policy, same records, 4 steps" in printed
     assert sorted(p.name for p in out.iterdir()) == ["policy_feedback", "policy_prompts",
-                                                     "rm_r1", "rm_r2"]
-    for name, steps in (("rm_r1", 3), ("rm_r2", 2)):
+                                                     "rm_r1", "rm_r2", "rm_r3"]
+    for name, steps in (("rm_r1", 3), ("rm_r2", 2), ("rm_r3", 4)):
         rm_config = json.loads((out / name / "config.json").read_text())
         assert rm_config["model"]["path"] == str(workdir / "sft" / "hf")
         assert rm_config["data"]["dir"] == str(out / "policy_feedback")

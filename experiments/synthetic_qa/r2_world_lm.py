@@ -22,9 +22,11 @@ the nearest thing the world allows, and its pre-training is a deviation to repor
 R2 does: the control that separates what the pre-training adds from what the larger feedback
 and the longer training add. ``--r1_steps=N`` also trains R1 on the same records from the same
 backbone (stage ``rm_r1``); ``--ppo`` then uses it in place of the pipeline's R1.
-``--holistic_steps=N`` likewise trains the holistic preference RM on the same records'
-preferences (stage ``rm_holistic``), and ``--ppo`` re-runs holistic PPO on it: holistic RLHF with
-as much feedback as the large-feedback R1 / R2 (``--rm_steps=0`` skips R2 for that control).
+``--r3_steps=N`` trains R3 (completeness preferences) the same way (stage ``rm_r3``), so every
+fine-grained RM has the large feedback. ``--holistic_steps=N`` likewise trains the holistic
+preference RM on the same records' preferences (stage ``rm_holistic``), and ``--ppo`` re-runs
+holistic PPO on it: holistic RLHF with as much feedback as the large-feedback R1 / R2 / R3
+(``--rm_steps=0`` skips R2 for that control).
 
 ``--workdir`` is a ``python -m fgjax.train`` workdir: its tokenizer, SFT policy and feedback
 are reused, and its data, SFT and feedback stages run first where they have not (pass the same
@@ -72,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--r1_steps", type=int, default=0,
                         help="also train R1 on the same feedback from the same backbone for "
                              "this many steps, and use it with --ppo (0: the pipeline's R1)")
+    parser.add_argument("--r3_steps", type=int, default=0,
+                        help="likewise for R3, on the same records' completeness preferences "
+                             "(0: the pipeline's R3)")
     parser.add_argument("--holistic_steps", type=int, default=0,
                         help="also train the holistic preference RM on the same records' "
                              "preferences from the same backbone, and with --ppo run holistic "
@@ -178,6 +183,7 @@ def run(args, command_line) -> None:
               f"{args.rm_steps} steps: "
               f"{report['heldout_accuracy']:.3f}")
     for name, label, steps, unit in (("r1", "R1", args.r1_steps, "sub-sentences"),
+                                     ("r3", "R3", args.r3_steps, "preference pairs"),
                                      ("holistic", "holistic RM", args.holistic_steps,
                                       "preference pairs")):
         if steps:
@@ -194,14 +200,14 @@ def run(args, command_line) -> None:
 
 
 def run_pipeline_with_these_rms(command_line, workdir: str, out: str) -> dict:
-    """``pipeline.run`` in ``<out>/pipeline`` with this experiment's reward models (R2, and R1
-    and the holistic RM where ``--r1_steps`` / ``--holistic_steps`` trained them) in place of
-    the pipeline's. The workdir's other finished stages that do not read them are copied there
-    (data, SFT, feedback, the other RMs, each PPO variant whose RMs are not new); the rest (PPO
-    on the new RMs, evaluation) run on them."""
+    """``pipeline.run`` in ``<out>/pipeline`` with this experiment's reward models (R2, and R1,
+    R3 and the holistic RM where ``--r1_steps`` / ``--r3_steps`` / ``--holistic_steps`` trained
+    them) in place of the pipeline's. The workdir's other finished stages that do not read them
+    are copied there (data, SFT, feedback, the other RMs, each PPO variant whose RMs are not
+    new); the rest (PPO on the new RMs, evaluation) run on them."""
     target = os.path.join(out, "pipeline")
     os.makedirs(target, exist_ok=True)
-    trained = {name for name in ("rm_r1", "rm_r2", "rm_holistic")
+    trained = {name for name in ("rm_r1", "rm_r2", "rm_r3", "rm_holistic")
                if os.path.isfile(os.path.join(out, name, pipeline.DONE))}
     reads = {"ppo_fine_grained": {"rm_r1", "rm_r2", "rm_r3"}, "ppo_holistic": {"rm_holistic"}}
     copies = {name: os.path.join(workdir, name)

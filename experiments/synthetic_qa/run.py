@@ -12,7 +12,9 @@ oracle like the others. With ``--r2_world_lm``, ``r2_world_lm.py --ppo`` then ru
 2 cores) and its fine-grained RLHF joins the tables and curves as a further policy; with
 ``--r2_sft_large``, likewise ``r2_world_lm.py --ppo --init=sft`` in ``<workdir>/seed<k>_r2sft``
 (R2 from the SFT policy, as the pipeline's, on the same large feedback); with
-``--r12_sft_large``, ``--init=sft --r1_steps=3000`` in ``<workdir>/seed<k>_r12sft`` (R1 too).
+``--r12_sft_large``, ``--init=sft --r1_steps=3000`` in ``<workdir>/seed<k>_r12sft`` (R1 too);
+with ``--r123_sft_large``, ``--init=sft --r1_steps=3000 --r3_steps=9000`` in
+``<workdir>/seed<k>_r123sft`` (R1, R2 and R3 all on the large feedback).
 ``--h_sft_large`` is their control with equal feedback: ``--init=sft --rm_steps=0
 --holistic_steps=9000`` (R2's steps) in ``<workdir>/seed<k>_hsft``, holistic RLHF whose
 preference RM is trained on the same large feedback. ``--steer_rm_variants=r12_sft_large``
@@ -88,6 +90,13 @@ RM_VARIANTS = {  # run.py flag: variant
         "fine_grained_sft_large_r1_r2", "_r12sft", ("--init=sft", "--r1_steps=3000"),
         "likewise with --init=sft --r1_steps=3000 in <workdir>/seed<k>_r12sft (R1 and R2 from "
         "the SFT policy on the large feedback)"),
+    # Its R1 and R2 are r12_sft_large's recipes, so only its R3 gets a row.
+    "r123_sft_large": RMVariant(
+        "fine-grained RLHF, large-feedback R1 + R2 + R3", (("rm_r3", "r3, large feedback"),),
+        "fine_grained_sft_large_r1_r2_r3", "_r123sft",
+        ("--init=sft", "--r1_steps=3000", "--r3_steps=9000"),
+        "likewise with --init=sft --r1_steps=3000 --r3_steps=9000 in <workdir>/seed<k>_r123sft "
+        "(every fine-grained RM from the SFT policy on the large feedback)"),
     # The control with equal feedback: holistic RLHF whose preference RM sees the same records.
     "h_sft_large": RMVariant(
         "holistic RLHF, large-feedback RM", (("rm_holistic", "holistic, large feedback"),),
