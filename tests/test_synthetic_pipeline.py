@@ -141,11 +141,11 @@ def test_seed_experiment_report_on_the_miniature(miniature):
         "evaluate"]["results"]
     assert control["fine-grained RLHF"] == fine
     large_holistic = control["holistic RLHF"]
-    policies = (sft, holistic, fine, world["fine-grained RLHF"], large, large_r1, large_r123,
-                large_holistic)
+    policies = (sft, holistic, fine, world["fine-grained RLHF"], large, large_r1, large_holistic,
+                large_r123)
     cells = [f"{m['error_rate/any']:.3f} / {m['errors_per_answer']:.3f}" for m in policies]
     gaps = [f"{h['error_rate/any'] - m['error_rate/any']:+.3f}" for h, m in (
-        *((holistic, m) for m in policies[2:7]),
+        *((holistic, m) for m in (*policies[2:6], large_r123)),
         *((large_holistic, m) for m in (large, large_r1, large_r123)))]
     assert "| 0 | " + " | ".join(cells + gaps) + " |" in report
     assert "holistic, large-feedback RM - fine-grained RLHF, large-feedback R1 + R2, any" in report

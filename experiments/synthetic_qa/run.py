@@ -90,13 +90,6 @@ RM_VARIANTS = {  # run.py flag: variant
         "fine_grained_sft_large_r1_r2", "_r12sft", ("--init=sft", "--r1_steps=3000"),
         "likewise with --init=sft --r1_steps=3000 in <workdir>/seed<k>_r12sft (R1 and R2 from "
         "the SFT policy on the large feedback)"),
-    # Its R1 and R2 are r12_sft_large's recipes, so only its R3 gets a row.
-    "r123_sft_large": RMVariant(
-        "fine-grained RLHF, large-feedback R1 + R2 + R3", (("rm_r3", "r3, large feedback"),),
-        "fine_grained_sft_large_r1_r2_r3", "_r123sft",
-        ("--init=sft", "--r1_steps=3000", "--r3_steps=9000"),
-        "likewise with --init=sft --r1_steps=3000 --r3_steps=9000 in <workdir>/seed<k>_r123sft "
-        "(every fine-grained RM from the SFT policy on the large feedback)"),
     # The control with equal feedback: holistic RLHF whose preference RM sees the same records.
     "h_sft_large": RMVariant(
         "holistic RLHF, large-feedback RM", (("rm_holistic", "holistic, large feedback"),),
@@ -104,6 +97,13 @@ RM_VARIANTS = {  # run.py flag: variant
         "likewise with --init=sft --rm_steps=0 --holistic_steps=9000 in <workdir>/seed<k>_hsft "
         "(holistic RLHF, its preference RM from the SFT policy on the same large feedback)",
         ppo="holistic"),
+    # Its R1 and R2 are r12_sft_large's recipes, so only its R3 gets a row.
+    "r123_sft_large": RMVariant(
+        "fine-grained RLHF, large-feedback R1 + R2 + R3", (("rm_r3", "r3, large feedback"),),
+        "fine_grained_sft_large_r1_r2_r3", "_r123sft",
+        ("--init=sft", "--r1_steps=3000", "--r3_steps=9000"),
+        "likewise with --init=sft --r1_steps=3000 --r3_steps=9000 in <workdir>/seed<k>_r123sft "
+        "(every fine-grained RM from the SFT policy on the large feedback)"),
 }
 CURVE_VARIANTS = {**VARIANTS, **{v.curve: v.policy for v in RM_VARIANTS.values()}}
 CURVE_KEYS = [f"error_rate/{t}" for t in (*METRIC_TYPES, "any")] + [
