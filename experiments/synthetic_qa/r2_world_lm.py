@@ -22,11 +22,12 @@ the nearest thing the world allows, and its pre-training is a deviation to repor
 R2 does: the control that separates what the pre-training adds from what the larger feedback
 and the longer training add. ``--r1_steps=N`` also trains R1 on the same records from the same
 backbone (stage ``rm_r1``); ``--ppo`` then uses it in place of the pipeline's R1.
-``--r3_steps=N`` trains R3 (completeness preferences) the same way (stage ``rm_r3``), so every
-fine-grained RM has the large feedback. ``--holistic_steps=N`` likewise trains the holistic
-preference RM on the same records' preferences (stage ``rm_holistic``), and ``--ppo`` re-runs
-holistic PPO on it: holistic RLHF with as much feedback as the large-feedback R1 / R2 / R3
-(``--rm_steps=0`` skips R2 for that control).
+``--r3_steps=N`` trains R3 (completeness preferences) the same way (stage ``rm_r3``): with
+``--r1_steps`` too, every fine-grained RM learns from the large feedback.
+``--holistic_steps=N`` likewise trains the holistic preference RM on the same records'
+preferences (stage ``rm_holistic``), and ``--ppo`` re-runs holistic PPO on it: holistic RLHF
+with as much feedback as the large-feedback R1 / R2 / R3 (``--rm_steps=0`` skips R2 for that
+control).
 
 ``--workdir`` is a ``python -m fgjax.train`` workdir: its tokenizer, SFT policy and feedback
 are reused, and its data, SFT and feedback stages run first where they have not (pass the same
