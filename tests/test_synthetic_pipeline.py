@@ -103,9 +103,8 @@ def _experiment_module(script: str):
 def test_seed_experiment_report_on_the_miniature(miniature):
     """experiments/synthetic_qa/run.py on the miniature workdir (as its seed 0, every stage
     cached, with --r2_world_lm, --r2_sft_large, --r12_sft_large, --r123_sft_large and
-    --h_sft_large, and weight
-    steering on the pipeline's RMs and on --r12_sft_large's): its tables and plots come from the
-    seed's own summary and from the RLHF runs on those RMs."""
+    --h_sft_large, and weight steering on the pipeline's RMs and on --r12_sft_large's): its
+    tables and plots come from the seed's own summary and from the RLHF runs on those RMs."""
     workdir, _, _ = miniature
     summary = json.loads((workdir / "summary.json").read_text())
     experiment = _experiment_module("run.py")

@@ -208,14 +208,14 @@ def run_pipeline_with_these_rms(command_line, workdir: str, out: str) -> dict:
     new); the rest (PPO on the new RMs, evaluation) run on them."""
     target = os.path.join(out, "pipeline")
     os.makedirs(target, exist_ok=True)
-    trained = {name for name in ("rm_r1", "rm_r2", "rm_r3", "rm_holistic")
+    reads = {"ppo_fine_grained": ("rm_r1", "rm_r2", "rm_r3"), "ppo_holistic": ("rm_holistic",)}
+    reward_models = [rm for rms in reads.values() for rm in rms]
+    trained = {name for name in reward_models
                if os.path.isfile(os.path.join(out, name, pipeline.DONE))}
-    reads = {"ppo_fine_grained": {"rm_r1", "rm_r2", "rm_r3"}, "ppo_holistic": {"rm_holistic"}}
     copies = {name: os.path.join(workdir, name)
-              for name in ("data", "sft", "feedback", "rm_r1", "rm_r2", "rm_r3", "rm_holistic",
-                           *reads)
+              for name in ("data", "sft", "feedback", *reward_models, *reads)
               if os.path.isfile(os.path.join(workdir, name, pipeline.DONE))
-              and not reads.get(name, set()) & trained}
+              and not trained.intersection(reads.get(name, ()))}
     copies.update({name: os.path.join(out, name) for name in trained})
     for name, source in copies.items():
         if not os.path.isfile(os.path.join(target, name, pipeline.DONE)):
