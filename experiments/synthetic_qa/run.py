@@ -68,42 +68,40 @@ class RMVariant(NamedTuple):
     curve: str  # its key in the curves
     suffix: str
     options: tuple[str, ...]  # r2_world_lm.py options before the user's
-    help: str
+    about: str  # what its reward models are, for --help
     ppo: str = "fine_grained"  # which PPO variant of that run it is (a key of VARIANTS)
+
+    def help(self) -> str:
+        command = " ".join(("r2_world_lm.py --ppo", *self.options))
+        return (f"also run {command} per seed in <workdir>/seed<k>{self.suffix} ({self.about}; "
+                "further options such as '--rm_steps=9000' in one quoted string) and report "
+                f"{self.policy} next to the others")
 
 
 RM_VARIANTS = {  # run.py flag: variant
     "r2_world_lm": RMVariant(
         "fine-grained RLHF, world-LM R2", (("rm_r2", "r2, world LM"),),
-        "fine_grained_world_lm_r2", "_r2", (),
-        "also run r2_world_lm.py --ppo per seed in <workdir>/seed<k>_r2 (options such as "
-        "'--rm_steps=9000' in one quoted string) and report fine-grained RLHF with that R2 next "
-        "to the others"),
+        "fine_grained_world_lm_r2", "_r2", (), "R2 from a backbone pre-trained on the world"),
     "r2_sft_large": RMVariant(
         "fine-grained RLHF, large-feedback R2", (("rm_r2", "r2, large feedback"),),
         "fine_grained_sft_large_r2", "_r2sft", ("--init=sft",),
-        "likewise with --init=sft in <workdir>/seed<k>_r2sft (R2 from the SFT policy on the "
-        "same large feedback)"),
+        "R2 from the SFT policy on the same large feedback"),
     # Its R2 is r2_sft_large's recipe, so only its R1 gets a row.
     "r12_sft_large": RMVariant(
         "fine-grained RLHF, large-feedback R1 + R2", (("rm_r1", "r1, large feedback"),),
         "fine_grained_sft_large_r1_r2", "_r12sft", ("--init=sft", "--r1_steps=3000"),
-        "likewise with --init=sft --r1_steps=3000 in <workdir>/seed<k>_r12sft (R1 and R2 from "
-        "the SFT policy on the large feedback)"),
+        "R1 and R2 from the SFT policy on the large feedback"),
     # The control with equal feedback: holistic RLHF whose preference RM sees the same records.
     "h_sft_large": RMVariant(
         "holistic RLHF, large-feedback RM", (("rm_holistic", "holistic, large feedback"),),
         "holistic_sft_large", "_hsft", ("--init=sft", "--rm_steps=0", "--holistic_steps=9000"),
-        "likewise with --init=sft --rm_steps=0 --holistic_steps=9000 in <workdir>/seed<k>_hsft "
-        "(holistic RLHF, its preference RM from the SFT policy on the same large feedback)",
-        ppo="holistic"),
+        "its preference RM from the SFT policy on the same large feedback", ppo="holistic"),
     # Its R1 and R2 are r12_sft_large's recipes, so only its R3 gets a row.
     "r123_sft_large": RMVariant(
         "fine-grained RLHF, large-feedback R1 + R2 + R3", (("rm_r3", "r3, large feedback"),),
         "fine_grained_sft_large_r1_r2_r3", "_r123sft",
         ("--init=sft", "--r1_steps=3000", "--r3_steps=9000"),
-        "likewise with --init=sft --r1_steps=3000 --r3_steps=9000 in <workdir>/seed<k>_r123sft "
-        "(every fine-grained RM from the SFT policy on the large feedback)"),
+        "every fine-grained RM from the SFT policy on the large feedback"),
 }
 CURVE_VARIANTS = {**VARIANTS, **{v.curve: v.policy for v in RM_VARIANTS.values()}}
 CURVE_KEYS = [f"error_rate/{t}" for t in (*METRIC_TYPES, "any")] + [
@@ -124,7 +122,7 @@ def parse_args(argv):
     parser.add_argument("--out", default=HERE, help="folder for results.md / plots")
     for flag, variant in RM_VARIANTS.items():
         parser.add_argument(f"--{flag}", nargs="?", const="", default=None,
-                            metavar="'R2_WORLD_LM_OPTIONS'", help=variant.help)
+                            metavar="'R2_WORLD_LM_OPTIONS'", help=variant.help())
     args, rest = parser.parse_known_args(argv[1:])
     args.steer_rm_variants = [f for f in args.steer_rm_variants.split(",") if f]
     for flag in args.steer_rm_variants:
